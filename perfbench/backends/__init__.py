@@ -1,0 +1,29 @@
+"""Pluggable backends: one sub-package per backend, each with a `config.py` (a small pydantic
+config, torch-free so specs validate fast) and a `backend.py` (the implementation).
+
+New backends (hf-pipeline, llama.cpp, vllm, ollama, llamafile) register here by name; the runner
+never changes for them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from perfbench.backends.base import Backend, BackendConfig
+
+#: backend name -> module path holding `Config` (config.py) and `Backend` (backend.py).
+BACKENDS: dict[str, str] = {
+    "torch": "perfbench.backends.torch",
+}
+
+
+def config_class(name: str) -> type["BackendConfig"]:
+    """The config class for a backend name; KeyError if unknown."""
+    return importlib.import_module(BACKENDS[name] + ".config").Config
+
+
+def backend_class(name: str) -> type["Backend"]:
+    """The implementation class (imports the backend's heavy dependencies)."""
+    return importlib.import_module(BACKENDS[name] + ".backend").Backend

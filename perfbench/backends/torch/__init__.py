@@ -1,0 +1,1 @@
+"""PyTorch backend on transformers models: eager and torch.compile (reduce-overhead = CUDA graphs)."""

@@ -1,0 +1,113 @@
+"""The torch backend: transformers models in eager mode or under torch.compile."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from perfbench.backends.base import Backend as BackendBase
+from perfbench.backends.base import Point, Workload
+from perfbench.backends.torch.config import Config
+from perfbench.models.build import build_model
+
+#: torch.compile mode names; "default" is torch's own default (mode=None).
+_COMPILE_MODES = {"default": None, "reduce-overhead": "reduce-overhead", "max-autotune": "max-autotune"}
+
+
+class TorchBackend(BackendBase):
+    config: Config
+
+    def load(self) -> dict[str, Any]:
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        spec = self.spec
+        t0 = time.perf_counter()
+        self.model = build_model(spec.arch, dtype=spec.dtype, device=self.device, seed=spec.seed,
+                                 attn_implementation=cfg.attn_implementation, weights=spec.weights)
+        if cfg.compile != "none":
+            dyn = torch._dynamo.config
+            # One recompilation per batch size is expected; do not fall back to eager after 8.
+            for knob in ("cache_size_limit", "recompile_limit"):
+                if hasattr(dyn, knob):
+                    setattr(dyn, knob, max(getattr(dyn, knob), 256))
+            # Compile forward in place so generate() uses the compiled graph too.
+            self.model.forward = torch.compile(self.model.forward, mode=_COMPILE_MODES[cfg.compile],
+                                               dynamic=False)
+        return {
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "load_s": time.perf_counter() - t0,
+            "torch_threads": torch.get_num_threads(),
+            "attn_implementation": cfg.attn_implementation,
+            "compile": cfg.compile,
+        }
+
+    def _input_ids(self, point: Point) -> torch.Tensor:
+        g = torch.Generator(device="cpu").manual_seed(self.spec.seed + point.batch_size)
+        ids = torch.randint(0, self.spec.arch.vocab_size, (point.batch_size, point.seq_len), generator=g)
+        return ids.to(self.device)
+
+    def prepare(self, point: Point) -> Workload:
+        model, phase = self.model, self.spec.phase
+        ids = self._input_ids(point)
+        if not self.spec.arch.is_decoder:
+            mask = torch.ones_like(ids)
+
+            def step() -> Any:
+                with torch.inference_mode():
+                    return model(input_ids=ids, attention_mask=mask)
+
+            return Workload(step)
+
+        if phase == "prefill":
+            def step() -> Any:
+                with torch.inference_mode():
+                    return model(input_ids=ids, use_cache=False)
+
+            return Workload(step)
+
+        if phase == "generate":
+            mask = torch.ones_like(ids)
+            n = point.new_tokens
+
+            def step() -> Any:
+                with torch.inference_mode():
+                    return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n,
+                                          min_new_tokens=n, do_sample=False)
+
+            return Workload(step)
+
+        # decode: build the KV cache of the context once (untimed), then time `new_tokens` steps;
+        # `reset` crops the cache back to the context so every iteration sees the same state.
+        with torch.inference_mode():
+            out = model(input_ids=ids, use_cache=True)
+        cache = out.past_key_values
+        first = out.logits[:, -1:].argmax(-1)
+        n, ctx = point.new_tokens, point.seq_len
+
+        def step() -> Any:
+            tok = first
+            with torch.inference_mode():
+                for _ in range(n):
+                    o = model(input_ids=tok, past_key_values=cache, use_cache=True)
+                    tok = o.logits[:, -1:].argmax(-1)
+            return tok
+
+        def reset() -> None:
+            cache.crop(ctx)
+
+        return Workload(step, reset, info={"context_len": ctx})
+
+    def release(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        self.model = None
+        self.release()
+
+
+#: The registry looks the implementation up under this name.
+Backend = TorchBackend

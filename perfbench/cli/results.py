@@ -1,0 +1,112 @@
+"""`perfbench results list|show`: read the results store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from perfbench.cli._console import console, print_json
+from perfbench.errors import InputError
+from perfbench.store import DEFAULT_STORE, POINT_FIELDS
+
+app = typer.Typer(help="List and show stored runs.", no_args_is_help=True)
+
+
+def _check(fmt: str, allowed: tuple[str, ...]) -> None:
+    if fmt not in allowed:
+        raise InputError(f"--format must be one of {', '.join(allowed)}, got {fmt!r}")
+
+
+@app.command("list")
+def list_(
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+    limit: int = typer.Option(0, "--limit", help="Show only the newest N runs (0: all)."),
+) -> None:
+    """List runs, newest first."""
+    from perfbench.store import ResultsStore
+
+    _check(fmt, ("table", "json"))
+    if not store.exists():
+        if fmt == "json":
+            print_json([])
+        else:
+            console.print(f"no results store at {store} yet: `perfbench run SPEC` creates it")
+        return
+    with ResultsStore(store, create=False) as st:
+        runs = st.list_runs(limit=limit or None)
+    if fmt == "json":
+        print_json(runs)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"runs in {store}")
+    for col in ("run_id", "name", "created_at", "status", "points", "phase", "model", "dtype",
+                "device", "hardware_id", "commit"):
+        t.add_column(col)
+    for r in runs:
+        pts = f"{r['points_ok']}" + (f" (+{r['points_failed']} failed)" if r["points_failed"] else "")
+        t.add_row(r["run_id"], r["name"], r["created_at"][:19], r["status"], pts, r["phase"] or "",
+                  str(r["model"]), r["dtype"] or "", r["device"] or "", r["hardware_id"],
+                  (r["commit"] or "")[:10])
+    console.print(t)
+    if len({r["hardware_id"] for r in runs}) > 1:
+        console.print("[yellow]note:[/] these runs come from different hardware (hardware_id); "
+                      "compare them only knowingly")
+
+
+def _csv(run: dict) -> str:
+    spec = run["spec"]
+    run_cols = {
+        "run_id": run["run_id"], "name": run["name"], "status": run["status"],
+        "model": spec["model"] if isinstance(spec["model"], str) else json.dumps(spec["model"]),
+        "phase": spec["phase"], "dtype": spec["dtype"], "device": run["device"],
+        "backend": spec["backend"]["name"], "compile": spec["backend"].get("compile"),
+        "spec_hash": run["spec_hash"], "hardware_id": run["hardware_id"], "commit": run["commit"],
+        "created_at": run["created_at"],
+    }
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=[*run_cols, *POINT_FIELDS, "samples_s"], lineterminator="\n")
+    w.writeheader()
+    for p in run["points"]:
+        w.writerow({**run_cols, **{k: p[k] for k in POINT_FIELDS},
+                    "samples_s": ";".join(f"{s:.9g}" for s in p["samples_s"])})
+    return buf.getvalue()
+
+
+@app.command("show")
+def show(
+    run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    fmt: str = typer.Option("table", "--format", help="table | json | csv"),
+) -> None:
+    """Show one run: provenance and every point (JSON/CSV include raw samples)."""
+    from perfbench.cli.run import points_table
+    from perfbench.store import ResultsStore
+
+    _check(fmt, ("table", "json", "csv"))
+    with ResultsStore(store, create=False) as st:
+        run = st.get_run(run_id)
+    if fmt == "json":
+        print_json(run)
+        return
+    if fmt == "csv":
+        sys.stdout.write(_csv(run))
+        return
+    spec, fp, v = run["spec"], run["fingerprint"], run["versions"]
+    gpus = ", ".join(g.get("name", "?") for g in fp.get("gpus", [])) or "none"
+    console.print(f"[bold]{run['run_id']}[/]  {run['name']}  status: {run['status']}"
+                  + (f" ({run['reason']})" if run["reason"] else ""))
+    console.print(f"  spec: {spec['phase']} {spec['model'] if isinstance(spec['model'], str) else 'custom'} "
+                  f"{spec['dtype']} backend={spec['backend']}  hash {run['spec_hash']}")
+    console.print(f"  hardware: {fp.get('cpu_model')} x{fp.get('cpu_cores_logical')}, GPU: {gpus} "
+                  f"[dim](id {run['hardware_id']})[/]  device: {run['device']}")
+    console.print(f"  versions: torch {v.get('torch')}, transformers {v.get('transformers')}, "
+                  f"cuda {v.get('cuda')}, python {v.get('python')}  commit {run['commit']}")
+    console.print(f"  started {run['created_at']}  ended {run['ended_at'] or '-'}")
+    console.print(points_table(run["points"]))

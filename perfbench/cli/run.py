@@ -1,0 +1,111 @@
+"""`perfbench run SPEC`: measure a workload and store it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from perfbench.cli._console import console, err_console, print_json
+from perfbench.store import DEFAULT_STORE
+
+DEFAULT_SPEC = Path("workloads") / "tiny-llama-cpu.yaml"
+
+
+def _fmt_s(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x * 1e3:.3f} ms" if x < 10 else f"{x:.2f} s"
+
+
+def _fmt_bytes(x: int | None) -> str:
+    if x is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(x) < 1024 or unit == "TiB":
+            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
+        x /= 1024
+    return str(x)
+
+
+def points_table(points: list[dict], title: str | None = None):
+    """The summary table shared by `run` and `results show`."""
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col, just in (("batch", "right"), ("seq", "right"), ("new", "right"), ("status", "left"),
+                      ("median", "right"), ("p10", "right"), ("p90", "right"), ("CV", "right"),
+                      ("n", "right"), ("tokens/s", "right"), ("peak mem", "right")):
+        t.add_column(col, justify=just)
+    for p in points:
+        ok = p["status"] == "ok"
+        t.add_row(
+            str(p["batch_size"]), str(p["seq_len"]), str(p["new_tokens"]),
+            "[green]ok[/]" if ok else f"[red]failed[/] {(p.get('error') or '')[:40]}",
+            _fmt_s(p.get("latency_median_s")), _fmt_s(p.get("latency_p10_s")),
+            _fmt_s(p.get("latency_p90_s")),
+            f"{p['latency_cv'] * 100:.1f}%" if p.get("latency_cv") is not None else "-",
+            str(p.get("n_samples") or "-"),
+            f"{p['tokens_per_s']:,.0f}" if p.get("tokens_per_s") else "-",
+            _fmt_bytes(p.get("peak_memory_bytes")),
+        )
+    return t
+
+
+def run(
+    spec: Path = typer.Argument(DEFAULT_SPEC, help="Workload spec YAML (default: the tiny CPU demo)."),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    trace: Optional[bool] = typer.Option(None, "--trace/--no-trace",
+                                         help="Override measure.trace: profile one extra iteration per point."),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Run a workload spec: warm up, repeat, time with device sync, store every point."""
+    from perfbench.errors import InputError
+    from perfbench.spec import load_spec
+
+    if fmt not in ("table", "json"):
+        raise InputError(f"--format must be table or json, got {fmt!r}")
+    ws = load_spec(spec)  # validates everything (device included) before the store is touched
+    if trace is not None:
+        ws = ws.model_copy(update={"measure": ws.measure.model_copy(update={"trace": trace})})
+
+    from perfbench.runner import Progress, run_spec
+    from perfbench.store import ResultsStore
+
+    with ResultsStore(store) as st:
+        trace_dir = Path(store).parent / "traces"
+        show = not quiet and fmt == "table"
+        if show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+            bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True)
+            points_task = bar.add_task("points", total=len(ws.batch_sizes))
+            iter_task = bar.add_task("iterations", total=ws.measure.repeats)
+            hooks = Progress(
+                on_point_start=lambda p, i, n: bar.update(
+                    iter_task, completed=0, total=ws.measure.repeats,
+                    description=f"batch {p.batch_size}, seq {p.seq_len}"),
+                on_sample=lambda d, t: bar.update(iter_task, completed=d, total=max(t, d)),
+                on_point_end=lambda p, r: bar.advance(points_task),
+            )
+            ctx = bar
+        else:
+            from contextlib import nullcontext
+
+            hooks, ctx = Progress(), nullcontext()
+        with ctx:
+            res = run_spec(ws, st, spec_path=str(spec), progress=hooks, trace_dir=trace_dir)
+        if fmt == "json":
+            print_json(st.get_run(res.run_id))
+            return
+        console.print(f"run [bold]{res.run_id}[/]  {ws.name}  status: {res.status}"
+                      + (f" ({res.reason})" if res.reason else "") + f"  store: {store}")
+        console.print(points_table(res.points, title=f"{ws.name}: {ws.phase}, {ws.model_label}, "
+                                                     f"{ws.dtype}, {st.get_run(res.run_id)['device']}"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

@@ -1,0 +1,54 @@
+"""Where a number came from: software versions and the perfbench commit."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import perfbench
+
+REPO_ROOT = Path(perfbench.__file__).resolve().parents[1]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def software_versions() -> dict[str, str | None]:
+    """Versions that change measured numbers. torch is imported only if already loaded or needed."""
+    v: dict[str, str | None] = {
+        "perfbench": perfbench.__version__,
+        "python": platform.python_version(),
+        "transformers": _version("transformers"),
+        "numpy": _version("numpy"),
+        "pandas": _version("pandas"),
+    }
+    try:
+        import torch
+
+        v["torch"] = torch.__version__
+        v["cuda"] = torch.version.cuda
+        v["cudnn"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
+        v["hip"] = getattr(torch.version, "hip", None)
+    except ImportError:
+        v["torch"] = None
+    return v
+
+
+def git_commit() -> str | None:
+    """The perfbench checkout's commit, suffixed `-dirty` when it has uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

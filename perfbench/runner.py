@@ -1,0 +1,200 @@
+"""The runner: warm up, repeat, time with device synchronisation, summarise, store.
+
+For each point of a spec the runner warms up, then repeats the step until both `measure.repeats`
+and `measure.min_seconds` are met (capped by `measure.max_seconds`). Each finished point is
+committed to the store at once, so an interrupted run keeps every completed point and never a
+partial one. A failing point (out of memory at a large batch, say) is stored as failed with its
+error and the run moves on.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import traceback
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from perfbench.backends import backend_class
+from perfbench.backends.base import Point
+from perfbench.spec import WorkloadSpec
+from perfbench.stats import summarize
+from perfbench.store import ResultsStore
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Raised on SIGTERM so a terminated run is closed like a Ctrl-C'd one."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise RunInterrupted(f"signal {signum}")
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _nvtx(message: str):
+    """An NVTX range (visible in Nsight Systems); a no-op context if nvtx is missing."""
+    try:
+        import nvtx
+
+        return nvtx.annotate(message, domain="perfbench")
+    except Exception:  # pragma: no cover - nvtx is a core dependency, but never fail a run on it
+        return nullcontext()
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+@dataclass
+class Progress:
+    """Callbacks the CLI uses to draw progress; all optional so library use stays quiet."""
+
+    on_point_start: Callable[[Point, int, int], None] = lambda p, i, n: None
+    on_sample: Callable[[int, int], None] = lambda done, target: None
+    on_point_end: Callable[[Point, dict], None] = lambda p, r: None
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    points: list[dict] = field(default_factory=list)
+    reason: str | None = None
+
+
+def measure_point(workload, timer, spec: WorkloadSpec, on_sample=lambda d, t: None) -> dict[str, Any]:
+    """Warm up, then time `workload.step` until repeats and min_seconds are both met."""
+    m = spec.measure
+    t0 = time.perf_counter()
+    with _nvtx("warmup"):
+        for _ in range(m.warmup):
+            timer.time(workload.step)
+            if workload.reset:
+                workload.reset()
+    warmup_s = time.perf_counter() - t0
+    samples: list[float] = []
+    measured = 0.0
+    t_start = time.perf_counter()
+    with _nvtx("measure"):
+        while len(samples) < m.repeats or measured < m.min_seconds:
+            with _nvtx(f"iter {len(samples)}"):
+                samples.append(timer.time(workload.step))
+            measured += samples[-1]
+            if workload.reset:
+                workload.reset()
+            on_sample(len(samples), m.repeats)
+            if time.perf_counter() - t_start > m.max_seconds and len(samples) >= 1:
+                break
+    return {"samples_s": samples, "warmup_s": warmup_s}
+
+
+def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None = None,
+             sweep_id: str | None = None, progress: Progress | None = None,
+             trace_dir: Path | None = None) -> RunResult:
+    """Run every point of `spec`, storing each as it completes. Re-raises KeyboardInterrupt after
+    marking the run interrupted; any other failure marks it failed and re-raises."""
+    from perfbench.devices import resolve_device
+    from perfbench.hardware.detect import fingerprint
+    from perfbench.provenance import git_commit, software_versions
+    from perfbench.timing import PeakMemory, Timer
+
+    progress = progress or Progress()
+    device = resolve_device(spec.device)
+    run_id = store.create_run(
+        name=spec.name, spec=spec.normalised(), spec_hash=spec.spec_hash(), fingerprint=fingerprint(),
+        versions=software_versions(), commit=git_commit(), device=device, spec_path=spec_path,
+        sweep_id=sweep_id,
+    )
+    result = RunResult(run_id=run_id, status="running")
+    backend = None
+    try:
+        with _sigterm_as_interrupt(), _nvtx(f"run {spec.name}"):
+            backend = backend_class(spec.backend["name"])(spec.backend_config, spec, device)
+            with _nvtx("load"):
+                store.set_backend_info(run_id, backend.load())
+            timer, mem = Timer(device), PeakMemory(device)
+            points = spec.points()
+            for i, point in enumerate(points):
+                progress.on_point_start(point, i, len(points))
+                row = _run_point(backend, point, spec, timer, mem, progress, trace_dir, run_id)
+                store.add_point(run_id, row)
+                result.points.append(row)
+                progress.on_point_end(point, row)
+        n_failed = sum(p["status"] == "failed" for p in result.points)
+        result.status = "completed"
+        result.reason = f"{n_failed} of {len(result.points)} points failed" if n_failed else None
+        store.finish_run(run_id, "completed", result.reason)
+    except KeyboardInterrupt as exc:
+        result.status, result.reason = "interrupted", (
+            f"interrupted ({exc.args[0]})" if exc.args else "interrupted by the user (Ctrl-C)")
+        store.finish_run(run_id, "interrupted", result.reason)
+        raise
+    except BaseException as exc:
+        result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"
+        store.finish_run(run_id, "failed", result.reason)
+        raise
+    finally:
+        if backend is not None:
+            backend.close()
+    return result
+
+
+def _run_point(backend, point: Point, spec: WorkloadSpec, timer, mem, progress: Progress,
+               trace_dir: Path | None, run_id: str) -> dict[str, Any]:
+    base = {"batch_size": point.batch_size, "seq_len": point.seq_len, "new_tokens": point.new_tokens}
+    label = f"b{point.batch_size} s{point.seq_len}" + (f" n{point.new_tokens}" if point.new_tokens else "")
+    try:
+        with _nvtx(f"point {label}"):
+            mem.reset()
+            workload = backend.prepare(point)
+            raw = measure_point(workload, timer, spec, progress.on_sample)
+            peak = mem.read()
+            trace_path = None
+            if spec.measure.trace and trace_dir is not None:
+                trace_path = _capture(workload, timer, trace_dir, run_id, label)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        # A failed point is data (e.g. OOM at batch 128), not the end of the run.
+        backend.release()
+        kind = "out of memory" if _is_oom(exc) else type(exc).__name__
+        return {**base, "status": "failed",
+                "error": f"{kind}: {exc}".strip()[:2000],
+                "traceback": traceback.format_exc(limit=8)[-4000:]}
+    stats = summarize(raw["samples_s"])
+    tokens = point.tokens_per_step(spec.phase)
+    row = {**base, "status": "ok", **stats, "samples_s": raw["samples_s"], "warmup_s": raw["warmup_s"],
+           "tokens_per_s": tokens / stats["latency_median_s"] if stats["latency_median_s"] > 0 else None,
+           "peak_memory_bytes": peak, "memory_kind": mem.kind, "trace_path": trace_path,
+           "tokens_per_step": tokens, **workload.info}
+    backend.release()
+    return row
+
+
+def _capture(workload, timer, trace_dir: Path, run_id: str, label: str) -> str:
+    """Profile one extra iteration after the timed ones (never a timed one)."""
+    from perfbench.trace.capture import capture_trace
+
+    out = Path(trace_dir) / run_id / f"{label.replace(' ', '_')}.json.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _nvtx("trace"):
+        capture_trace(workload.step, out, cuda=timer.device == "cuda")
+    if workload.reset:
+        workload.reset()
+    return str(out)

@@ -1,0 +1,232 @@
+"""Workload specs: YAML in `workloads/`, validated before anything runs or is stored.
+
+Every validation problem is reported with the file, the dotted field path and what is allowed, and
+raises `SpecError` (exit code 2) so that nothing reaches the results store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from perfbench.backends import BACKENDS, config_class
+from perfbench.backends.base import BackendConfig, Point
+from perfbench.errors import SpecError
+from perfbench.models.arch import PRESETS, ModelArch, resolve_model
+
+Phase = Literal["prefill", "decode", "generate"]
+DType = Literal["float32", "float16", "bfloat16"]
+
+
+class MeasureConfig(BaseModel):
+    """Repeat until both `repeats` and `min_seconds` are met, capped by `max_seconds` per point."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    warmup: int = Field(default=3, ge=0)
+    repeats: int = Field(default=20, ge=1)
+    min_seconds: float = Field(default=1.0, ge=0)
+    max_seconds: float = Field(default=600.0, gt=0, description="safety cap per point")
+    trace: bool = False
+
+    @model_validator(mode="after")
+    def _caps(self) -> "MeasureConfig":
+        if self.max_seconds < self.min_seconds:
+            raise ValueError(f"max_seconds ({self.max_seconds}) must be >= min_seconds ({self.min_seconds})")
+        return self
+
+
+class WorkloadSpec(BaseModel):
+    """A normalised workload. `model` keeps what the user wrote; `arch` is the resolved shape."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    model: str | dict[str, Any]
+    phase: Phase
+    batch_sizes: list[int] = Field(min_length=1)
+    seq_len: int = Field(gt=0)
+    new_tokens: int = Field(default=0, ge=0)
+    dtype: DType = "float32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: dict[str, Any] = Field(default_factory=lambda: {"name": "torch"})
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    seed: int = 0
+    weights: str | None = Field(default=None, description="local path to real weights (optional)")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_unique(cls, v: list[int]) -> list[int]:
+        bad = [b for b in v if b <= 0]
+        if bad:
+            raise ValueError(f"batch sizes must be positive integers, got {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"batch sizes must be unique, got {v}")
+        return v
+
+    @property
+    def arch(self) -> ModelArch:
+        return resolve_model(self.model)[1]
+
+    @property
+    def model_label(self) -> str:
+        return resolve_model(self.model)[0]
+
+    @property
+    def backend_config(self) -> BackendConfig:
+        return config_class(self.backend["name"]).model_validate(self.backend)
+
+    def points(self) -> list[Point]:
+        return [Point(b, self.seq_len, self.new_tokens) for b in self.batch_sizes]
+
+    def normalised(self) -> dict[str, Any]:
+        """The spec with every default filled in: what is stored and hashed."""
+        d = self.model_dump(mode="json")
+        d["backend"] = self.backend_config.model_dump(mode="json")
+        return d
+
+    def spec_hash(self) -> str:
+        """Hash of what decides the measurement (name and description excluded)."""
+        d = self.normalised()
+        d.pop("name", None)
+        d.pop("description", None)
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _fmt_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _allowed_fields(model_cls: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Field names allowed at the parent of `loc`, for 'unknown field' messages."""
+    cls: Any = model_cls
+    for part in loc[:-1]:
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            cls = ann
+        else:
+            return None
+    return sorted(getattr(cls, "model_fields", {}))
+
+
+def _problems(exc: ValidationError, model_cls: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # Drop pydantic's union-branch tags (e.g. 'str', 'dict[str,any]') from paths.
+        loc = tuple(p for p in loc if p not in ("str", "dict[str,any]", "int", "float"))
+        path = prefix + _fmt_loc(loc) if loc else prefix.rstrip(".")
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_fields(model_cls, loc)
+            msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        else:
+            msg = err["msg"]
+            if err["type"] == "value_error":
+                msg = msg.removeprefix("Value error, ")
+            if "input" in err and err["type"] not in ("value_error",) and not isinstance(err["input"], (dict, list)):
+                msg += f" (got {err['input']!r})"
+        out.append((path, msg))
+    return out
+
+
+def read_yaml(path: Path) -> Any:
+    """Read a YAML file, turning I/O and syntax errors into SpecError naming the file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(str(path), [("", "file not found")]) from None
+    except OSError as exc:
+        raise SpecError(str(path), [("", f"cannot read file: {exc.strerror or exc}")]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(str(path), [("", f"not valid YAML{where}: {problem}")]) from None
+
+
+def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) -> WorkloadSpec:
+    """Validate a spec mapping. All problems found are reported at once."""
+    if not isinstance(data, dict):
+        raise SpecError(source, [("", f"expected a mapping of fields, got {type(data).__name__}")])
+    problems: list[tuple[str, str]] = []
+    try:
+        spec = WorkloadSpec.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems(exc, WorkloadSpec))
+        spec = None
+
+    # The model: a preset name or an architecture mapping.
+    model = data.get("model")
+    arch = None
+    if isinstance(model, (str, dict)):
+        try:
+            _, arch = resolve_model(model)
+        except KeyError as exc:
+            problems.append(("model" + (".preset" if isinstance(model, dict) else ""),
+                             f"unknown preset {exc.args[0]!r}; allowed: {', '.join(PRESETS)} "
+                             "or a mapping of architecture fields (family: llama|bert, hidden_size, ...)"))
+        except ValidationError as exc:
+            problems.extend(_problems(exc, ModelArch, prefix="model."))
+
+    # The backend: validated by its own config class, so new backends need no change here.
+    backend = data.get("backend", {"name": "torch"})
+    if not isinstance(backend, dict):
+        problems.append(("backend", f"expected a mapping like {{name: torch}}, got {backend!r}"))
+    else:
+        name = backend.get("name")
+        if name not in BACKENDS:
+            problems.append(("backend.name", f"unknown backend {name!r}; allowed: {', '.join(BACKENDS)}"))
+        else:
+            try:
+                config_class(name).model_validate(backend)
+            except ValidationError as exc:
+                problems.extend(_problems(exc, config_class(name), prefix="backend."))
+
+    # Cross-field rules.
+    if spec is not None and arch is not None:
+        if arch.family == "bert" and spec.phase != "prefill":
+            problems.append(("phase", f"{spec.phase!r} needs a decoder model; {arch.family} is an "
+                                      "encoder: use phase: prefill"))
+        if spec.phase in ("decode", "generate") and spec.new_tokens < 1:
+            problems.append(("new_tokens", f"phase {spec.phase} needs new_tokens >= 1 "
+                                           "(tokens to produce per measured iteration)"))
+        if spec.phase == "prefill" and spec.new_tokens:
+            problems.append(("new_tokens", "prefill produces no tokens: set new_tokens: 0 or "
+                                           "use phase: generate"))
+        limit = arch.max_position_embeddings
+        need = spec.seq_len + spec.new_tokens
+        if need > limit:
+            problems.append(("seq_len", f"seq_len + new_tokens = {need} exceeds the model's "
+                                        f"max_position_embeddings ({limit})"))
+    if spec is not None and check_device and spec.device == "cuda" and not problems:
+        from perfbench.devices import cuda_available
+
+        if not cuda_available():
+            problems.append(("device", "cuda requested but no CUDA GPU is available on this host; "
+                                       "allowed here: auto, cpu"))
+    if problems:
+        raise SpecError(source, problems)
+    assert spec is not None
+    return spec
+
+
+def load_spec(path: str | Path, *, check_device: bool = True) -> WorkloadSpec:
+    """Load and validate a workload spec file."""
+    path = Path(path)
+    return parse_spec(read_yaml(path), str(path), check_device=check_device)

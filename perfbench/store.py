@@ -1,0 +1,320 @@
+"""The results store: an embedded SQLite database (default `results/perfbench.sqlite`).
+
+One row per run (spec, provenance, status) and one flat row per measurement point with its raw
+samples, in the spirit of llama-bench's result rows. Rules that the rest of perfbench relies on:
+
+* every write is one `BEGIN IMMEDIATE` transaction, so a point appears whole or not at all;
+* WAL journaling plus a busy timeout lets several processes write to one store at once;
+* a run that dies keeps its completed points; readers report a `running` run whose process is gone
+  as `interrupted`;
+* a locked or corrupt database raises `StoreError` with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sqlite3
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from perfbench import RESULT_SCHEMA_VERSION
+from perfbench.errors import InputError, StoreError
+
+DEFAULT_STORE = Path("results") / "perfbench.sqlite"
+STORE_SCHEMA_VERSION = 1
+RUN_STATUSES = ("running", "completed", "interrupted", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id            TEXT PRIMARY KEY,
+    name              TEXT NOT NULL,
+    status            TEXT NOT NULL CHECK (status IN ('running','completed','interrupted','failed')),
+    reason            TEXT,
+    spec_json         TEXT NOT NULL,
+    spec_hash         TEXT NOT NULL,
+    spec_path         TEXT,
+    hardware_id       TEXT NOT NULL,
+    fingerprint_json  TEXT NOT NULL,
+    versions_json     TEXT NOT NULL,
+    commit_sha        TEXT,
+    device            TEXT,
+    backend_info_json TEXT,
+    sweep_id          TEXT,
+    host              TEXT,
+    pid               INTEGER,
+    created_at        TEXT NOT NULL,
+    ended_at          TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
+CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep_id);
+CREATE TABLE IF NOT EXISTS points (
+    point_id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id            TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    schema_version    INTEGER NOT NULL,
+    batch_size        INTEGER NOT NULL,
+    seq_len           INTEGER NOT NULL,
+    new_tokens        INTEGER NOT NULL,
+    status            TEXT NOT NULL CHECK (status IN ('ok','failed')),
+    error             TEXT,
+    latency_median_s  REAL, latency_p10_s REAL, latency_p90_s REAL, latency_mean_s REAL,
+    latency_stdev_s   REAL, latency_cv REAL, latency_min_s REAL, latency_max_s REAL,
+    n_samples         INTEGER,
+    tokens_per_s      REAL,
+    peak_memory_bytes INTEGER,
+    memory_kind       TEXT,
+    warmup_s          REAL,
+    samples_json      TEXT,
+    trace_path        TEXT,
+    extra_json        TEXT,
+    created_at        TEXT NOT NULL,
+    UNIQUE (run_id, batch_size, seq_len, new_tokens)
+);
+CREATE INDEX IF NOT EXISTS points_run ON points(run_id);
+"""
+
+#: Point columns that are plain values, in JSON/CSV order.
+POINT_FIELDS = (
+    "batch_size", "seq_len", "new_tokens", "status", "error",
+    "latency_median_s", "latency_p10_s", "latency_p90_s", "latency_mean_s", "latency_stdev_s",
+    "latency_cv", "latency_min_s", "latency_max_s", "n_samples", "tokens_per_s",
+    "peak_memory_bytes", "memory_kind", "warmup_s", "trace_path",
+)
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique across processes: 20261122-161530-3fa9c1."""
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ResultsStore:
+    """Open (creating if needed) a perfbench results database."""
+
+    def __init__(self, path: str | Path = DEFAULT_STORE, *, timeout_s: float | None = None,
+                 create: bool = True):
+        self.path = Path(path)
+        self.timeout_s = float(os.environ.get("PERFBENCH_DB_TIMEOUT", 30.0)) if timeout_s is None else timeout_s
+        if not self.path.exists() and not create:
+            raise StoreError(f"no results store at {self.path} (run `perfbench run SPEC` first, "
+                             "or pass --store PATH)")
+        if self.path.exists() and self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not a results store file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            with self._translate_errors("open"):
+                mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode.lower() != "wal":  # e.g. a network filesystem: still correct, just slower
+                    self._conn.execute("PRAGMA journal_mode=DELETE")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._init_schema()
+        except sqlite3.Error as exc:  # connect itself failed
+            raise StoreError(f"cannot open results store {self.path}: {exc}") from None
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _translate_errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            msg = str(exc)
+            if "locked" in msg or "busy" in msg:
+                raise StoreError(
+                    f"results store {self.path} is locked by another process (waited "
+                    f"{self.timeout_s:g} s while trying to {what}); retry, or raise "
+                    "PERFBENCH_DB_TIMEOUT") from None
+            if "malformed" in msg or "not a database" in msg:
+                raise StoreError(f"results store {self.path} is corrupt ({msg}); move it aside and "
+                                 "start a new one with --store") from None
+            raise StoreError(f"results store {self.path}: {msg} (while trying to {what})") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"results store {self.path} is corrupt or not a SQLite database "
+                             f"({exc}); move it aside or pass another --store") from None
+
+    @contextmanager
+    def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One atomic write: BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock)."""
+        with self._translate_errors(what):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+
+    def _init_schema(self) -> None:
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "runs" not in tables:
+            raise StoreError(f"{self.path} is a SQLite database but not a perfbench results store "
+                             f"(tables: {', '.join(sorted(tables))})")
+        if "runs" in tables and "meta" in tables:
+            row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row and int(row[0]) > STORE_SCHEMA_VERSION:
+                raise StoreError(f"{self.path} was written by a newer perfbench (store schema "
+                                 f"{row[0]} > {STORE_SCHEMA_VERSION}); upgrade perfbench")
+            return
+        with self.transaction("create the schema") as c:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    c.execute(stmt)
+            c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                      (str(STORE_SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def create_run(self, *, name: str, spec: dict, spec_hash: str, fingerprint: dict,
+                   versions: dict, commit: str | None, device: str, spec_path: str | None = None,
+                   sweep_id: str | None = None, run_id: str | None = None) -> str:
+        run_id = run_id or new_run_id()
+        with self.transaction("create a run") as c:
+            c.execute(
+                "INSERT INTO runs(run_id, name, status, spec_json, spec_hash, spec_path, hardware_id,"
+                " fingerprint_json, versions_json, commit_sha, device, sweep_id, host, pid, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, name, "running", json.dumps(spec, sort_keys=True), spec_hash, spec_path,
+                 fingerprint.get("hardware_id", "unknown"), json.dumps(fingerprint, sort_keys=True),
+                 json.dumps(versions, sort_keys=True), commit, device, sweep_id,
+                 socket.gethostname(), os.getpid(), utcnow()),
+            )
+        return run_id
+
+    def set_backend_info(self, run_id: str, info: dict) -> None:
+        with self.transaction("record backend info") as c:
+            c.execute("UPDATE runs SET backend_info_json=? WHERE run_id=?", (json.dumps(info), run_id))
+
+    def add_point(self, run_id: str, point: dict[str, Any]) -> None:
+        """Commit one finished point atomically. Unknown keys go to `extra_json`."""
+        row = {k: point.get(k) for k in POINT_FIELDS}
+        row["status"] = row["status"] or "ok"
+        samples = point.get("samples_s")
+        extra = {k: v for k, v in point.items() if k not in POINT_FIELDS and k != "samples_s"}
+        with self.transaction("store a measurement point") as c:
+            c.execute(
+                f"INSERT INTO points(run_id, schema_version, {', '.join(POINT_FIELDS)}, samples_json,"
+                f" extra_json, created_at) VALUES (?, ?, {', '.join('?' * len(POINT_FIELDS))}, ?, ?, ?)",
+                (run_id, RESULT_SCHEMA_VERSION, *row.values(),
+                 json.dumps(list(samples) if samples is not None else []),
+                 json.dumps(extra, default=str) if extra else None, utcnow()),
+            )
+
+    def finish_run(self, run_id: str, status: str, reason: str | None = None) -> None:
+        if status not in RUN_STATUSES[1:]:
+            raise ValueError(f"bad final status {status!r}")
+        with self.transaction("close the run") as c:
+            c.execute("UPDATE runs SET status=?, reason=?, ended_at=? WHERE run_id=?",
+                      (status, reason, utcnow(), run_id))
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _run_dict(self, r: sqlite3.Row) -> dict[str, Any]:
+        status, reason = r["status"], r["reason"]
+        if status == "running" and r["host"] == socket.gethostname() and r["pid"] and not _pid_alive(r["pid"]):
+            status, reason = "interrupted", "process ended without closing the run (killed?)"
+        return {
+            "run_id": r["run_id"], "name": r["name"], "status": status, "reason": reason,
+            "created_at": r["created_at"], "started_at": r["created_at"], "ended_at": r["ended_at"],
+            "spec_hash": r["spec_hash"], "spec_path": r["spec_path"], "hardware_id": r["hardware_id"],
+            "device": r["device"], "commit": r["commit_sha"], "sweep_id": r["sweep_id"],
+        }
+
+    def list_runs(self, *, limit: int | None = None, sweep_id: str | None = None) -> list[dict[str, Any]]:
+        q = ("SELECT r.*, (SELECT COUNT(*) FROM points p WHERE p.run_id=r.run_id AND p.status='ok') AS n_ok,"
+             " (SELECT COUNT(*) FROM points p WHERE p.run_id=r.run_id AND p.status='failed') AS n_failed"
+             " FROM runs r")
+        args: list[Any] = []
+        if sweep_id:
+            q += " WHERE r.sweep_id=?"
+            args.append(sweep_id)
+        q += " ORDER BY r.created_at DESC, r.run_id DESC"
+        if limit:
+            q += f" LIMIT {int(limit)}"
+        with self._translate_errors("list runs"):
+            rows = self._conn.execute(q, args).fetchall()
+        out = []
+        for r in rows:
+            d = self._run_dict(r)
+            spec = json.loads(r["spec_json"])
+            d.update(points_ok=r["n_ok"], points_failed=r["n_failed"], phase=spec.get("phase"),
+                     model=spec.get("model") if isinstance(spec.get("model"), str) else "custom",
+                     dtype=spec.get("dtype"), backend=spec.get("backend", {}).get("name"))
+            out.append(d)
+        return out
+
+    def resolve_run_id(self, run_id: str) -> str:
+        """Accept a unique prefix of a run id, like git does for commits."""
+        with self._translate_errors("look up a run"):
+            rows = self._conn.execute("SELECT run_id FROM runs WHERE run_id LIKE ? ORDER BY run_id",
+                                      (run_id.replace("%", "").replace("_", "\\_") + "%",)).fetchall()
+        ids = [r[0] for r in rows]
+        if run_id in ids:
+            return run_id
+        if not ids:
+            raise InputError(f"no run {run_id!r} in {self.path} (see `perfbench results list`)")
+        if len(ids) > 1:
+            raise InputError(f"run id prefix {run_id!r} is ambiguous: {', '.join(ids[:5])}")
+        return ids[0]
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """A run with its spec, provenance and points (samples included)."""
+        run_id = self.resolve_run_id(run_id)
+        with self._translate_errors("read a run"):
+            r = self._conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            pts = self._conn.execute("SELECT * FROM points WHERE run_id=? ORDER BY point_id",
+                                     (run_id,)).fetchall()
+        d = self._run_dict(r)
+        d.update(
+            spec=json.loads(r["spec_json"]), fingerprint=json.loads(r["fingerprint_json"]),
+            versions=json.loads(r["versions_json"]),
+            backend_info=json.loads(r["backend_info_json"]) if r["backend_info_json"] else None,
+            points=[self._point_dict(p) for p in pts],
+        )
+        return d
+
+    @staticmethod
+    def _point_dict(p: sqlite3.Row) -> dict[str, Any]:
+        d = {k: p[k] for k in POINT_FIELDS}
+        d["samples_s"] = json.loads(p["samples_json"]) if p["samples_json"] else []
+        d["extra"] = json.loads(p["extra_json"]) if p["extra_json"] else {}
+        d["schema_version"] = p["schema_version"]
+        d["created_at"] = p["created_at"]
+        return d
+
+    def points_frame(self, run_id: str):
+        """Points of a run as a DataFrame (pandas imported lazily)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.get_run(run_id)["points"])

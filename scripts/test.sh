@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (idempotent) and run the CPU test suite. GPU tests are marked `gpu` and skip without CUDA;
+# on a GPU machine run them with: bash scripts/test.sh -m gpu
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python -m pytest "$@"

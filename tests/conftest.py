@@ -1,0 +1,76 @@
+"""Shared test helpers: a CLI runner, tiny specs and temporary stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m perfbench ARGS` as a user would, capturing output."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "perfbench", *args], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=timeout, env=full_env, input=input)
+
+
+def tiny_spec(**overrides) -> dict:
+    """A tiny, fast CPU workload spec as a mapping."""
+    spec = {
+        "name": "tiny-test",
+        "model": "tiny-llama",
+        "phase": "prefill",
+        "batch_sizes": [1, 2],
+        "seq_len": 16,
+        "dtype": "float32",
+        "device": "cpu",
+        "backend": {"name": "torch", "compile": "none"},
+        "measure": {"warmup": 1, "repeats": 3, "min_seconds": 0.0},
+    }
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(spec.get(k), dict):
+            spec[k] = {**spec[k], **v}
+        else:
+            spec[k] = v
+    return spec
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    """Write a spec mapping (or raw text) to a YAML file and return its path."""
+
+    def _write(spec: dict | str, name: str = "spec.yaml") -> Path:
+        p = tmp_path / name
+        p.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec))
+        return p
+
+    return _write
+
+
+@pytest.fixture
+def store_path(tmp_path) -> Path:
+    return tmp_path / "results" / "perfbench.sqlite"
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip cleanly without CUDA (run them on a GPU host with `pytest -m gpu`)."""
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run `pytest -m gpu` on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,204 @@
+"""The runner on the tiny model: statistics, phases, failed points, interrupted runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from perfbench.runner import run_spec
+from perfbench.spec import parse_spec
+from perfbench.stats import percentile, summarize
+from perfbench.store import ResultsStore
+from tests.conftest import REPO, run_cli, tiny_spec
+
+
+def test_summarize_known_samples():
+    s = summarize([0.5, 0.1, 0.4, 0.2, 0.3])
+    assert s["latency_median_s"] == pytest.approx(0.3)
+    assert s["latency_p10_s"] == pytest.approx(0.14)  # numpy-style linear interpolation
+    assert s["latency_p90_s"] == pytest.approx(0.46)
+    assert s["latency_mean_s"] == pytest.approx(0.3)
+    assert s["latency_stdev_s"] == pytest.approx(0.158113883, rel=1e-6)
+    assert s["latency_cv"] == pytest.approx(0.158113883 / 0.3, rel=1e-6)
+    assert (s["latency_min_s"], s["latency_max_s"], s["n_samples"]) == (0.1, 0.5, 5)
+    assert summarize([2.0])["latency_stdev_s"] == 0.0
+    assert percentile([1.0, 2.0], 50) == 1.5
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def _run(spec_dict, store_path):
+    spec = parse_spec(spec_dict)
+    with ResultsStore(store_path) as st:
+        res = run_spec(spec, st)
+        return res, st.get_run(res.run_id)
+
+
+def test_prefill_statistics_and_provenance(store_path):
+    res, run = _run(tiny_spec(batch_sizes=[1, 4], measure={"repeats": 5, "min_seconds": 0.05}), store_path)
+    assert res.status == "completed" and run["status"] == "completed"
+    assert run["device"] == "cpu" and run["fingerprint"]["hardware_id"] == run["hardware_id"]
+    assert run["versions"]["torch"] and run["versions"]["transformers"]
+    assert run["backend_info"]["parameters"] == 631424
+    for p, b in zip(run["points"], (1, 4)):
+        assert p["status"] == "ok" and p["batch_size"] == b
+        xs = p["samples_s"]
+        assert len(xs) >= 5 and sum(xs) >= 0.05  # both repeats and min_seconds are met
+        assert p["n_samples"] == len(xs)
+        assert min(xs) <= p["latency_p10_s"] <= p["latency_median_s"] <= p["latency_p90_s"] <= max(xs)
+        assert p["tokens_per_s"] == pytest.approx(b * 16 / p["latency_median_s"])
+        assert p["peak_memory_bytes"] > 10 * 2**20  # the process's RSS, at least torch itself
+
+
+def test_min_seconds_extends_repeats(store_path):
+    _, run = _run(tiny_spec(batch_sizes=[1], measure={"repeats": 1, "min_seconds": 0.3}), store_path)
+    xs = run["points"][0]["samples_s"]
+    assert sum(xs) >= 0.3 and len(xs) > 1
+
+
+@pytest.mark.parametrize("phase,model,new_tokens", [
+    ("decode", "tiny-llama", 4), ("generate", "tiny-llama", 3), ("prefill", "tiny-bert", 0)])
+def test_other_phases(store_path, phase, model, new_tokens):
+    _, run = _run(tiny_spec(phase=phase, model=model, new_tokens=new_tokens, batch_sizes=[2]), store_path)
+    (p,) = run["points"]
+    assert p["status"] == "ok", p.get("error")
+    expected_tokens = 2 * (new_tokens if phase != "prefill" else 16)
+    assert p["tokens_per_s"] == pytest.approx(expected_tokens / p["latency_median_s"])
+
+
+def test_decode_cache_is_reset_between_iterations():
+    """Each decode iteration must start from the same context length, or latency would drift."""
+    from perfbench.backends.base import Point
+    from perfbench.backends.torch.backend import TorchBackend
+
+    spec = parse_spec(tiny_spec(phase="decode", new_tokens=3))
+    be = TorchBackend(spec.backend_config, spec, "cpu")
+    be.load()
+    wl = be.prepare(Point(1, 16, 3))
+    # Reach the cache through the step's closure.
+    cache = dict(zip(wl.reset.__code__.co_freevars, (c.cell_contents for c in wl.reset.__closure__)))["cache"]
+    for _ in range(2):
+        wl.step()
+        assert cache.get_seq_length() == 16 + 3
+        wl.reset()
+        assert cache.get_seq_length() == 16
+
+
+def test_failed_point_is_recorded_and_run_goes_on(store_path, monkeypatch):
+    from perfbench.backends.torch import backend as tb
+
+    real = tb.TorchBackend.prepare
+
+    def prepare(self, point):
+        if point.batch_size == 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        return real(self, point)
+
+    monkeypatch.setattr(tb.TorchBackend, "prepare", prepare)
+    res, run = _run(tiny_spec(batch_sizes=[1, 2, 4]), store_path)
+    assert run["status"] == "completed" and "1 of 3 points failed" in run["reason"]
+    statuses = [(p["batch_size"], p["status"]) for p in run["points"]]
+    assert statuses == [(1, "ok"), (2, "failed"), (4, "ok")]
+    assert run["points"][1]["error"].startswith("out of memory")
+    assert run["points"][1]["latency_median_s"] is None
+
+
+def test_backend_crash_marks_run_failed(store_path, monkeypatch):
+    from perfbench.backends.torch import backend as tb
+
+    def load(self):
+        raise ValueError("weights file is broken")
+
+    monkeypatch.setattr(tb.TorchBackend, "load", load)
+    spec = parse_spec(tiny_spec())
+    with ResultsStore(store_path) as st:
+        with pytest.raises(ValueError):
+            run_spec(spec, st)
+        (r,) = st.list_runs()
+    assert r["status"] == "failed" and "weights file is broken" in r["reason"]
+
+
+def _wait_for_points(store_path, n, proc, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, proc.communicate()
+        if store_path.exists():
+            try:
+                c = sqlite3.connect(store_path, timeout=5)
+                got = c.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+                c.close()
+                if got >= n:
+                    return
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError("no point was stored in time")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_run_keeps_completed_points(write_spec, store_path, sig):
+    spec = write_spec(tiny_spec(batch_sizes=list(range(1, 40)),
+                                measure={"repeats": 2, "min_seconds": 0.4}))
+    proc = subprocess.Popen([sys.executable, "-m", "perfbench", "run", str(spec), "--store",
+                             str(store_path), "-q"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_points(store_path, 1, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    with ResultsStore(store_path) as st:
+        (r,) = st.list_runs()
+        run = st.get_run(r["run_id"])
+    assert run["status"] == "interrupted", (run["status"], err)
+    assert 1 <= len(run["points"]) < 39
+    for p in run["points"]:  # every stored point is whole
+        assert p["status"] == "ok" and p["n_samples"] == len(p["samples_s"]) >= 2
+        assert p["latency_median_s"] is not None and p["tokens_per_s"] is not None
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "interrupted" in err
+
+
+def test_cli_run_and_results(write_spec, store_path):
+    spec = write_spec(tiny_spec())
+    r = run_cli("run", str(spec), "--store", str(store_path), "-q")
+    assert r.returncode == 0, r.stderr
+    assert "run " in r.stdout and "tokens/s" in r.stdout
+
+    lst = run_cli("results", "list", "--store", str(store_path), "--format", "json")
+    runs = json.loads(lst.stdout)
+    assert len(runs) == 1 and {"run_id", "name", "created_at"} <= set(runs[0])
+    rid = runs[0]["run_id"]
+    assert rid in r.stdout
+
+    show = json.loads(run_cli("results", "show", rid, "--store", str(store_path), "--format", "json").stdout)
+    assert {"run_id", "spec", "fingerprint", "versions", "commit", "points"} <= set(show)
+    assert show["spec"]["name"] == "tiny-test"
+    for p in show["points"]:
+        assert {"batch_size", "seq_len", "latency_median_s", "latency_p10_s", "latency_p90_s",
+                "tokens_per_s", "peak_memory_bytes", "samples_s"} <= set(p)
+
+    csv_out = run_cli("results", "show", rid, "--store", str(store_path), "--format", "csv").stdout
+    header, *rows = csv_out.strip().splitlines()
+    assert header.startswith("run_id,") and "samples_s" in header and len(rows) == 2
+
+    table = run_cli("results", "show", rid[:10], "--store", str(store_path))
+    assert table.returncode == 0 and "tiny-test" in table.stdout
+
+    bad = run_cli("results", "show", "nope", "--store", str(store_path))
+    assert bad.returncode == 2 and "no run" in bad.stderr
+    assert run_cli("results", "list", "--store", str(store_path), "--format", "xml").returncode == 2
+
+
+def test_cli_corrupt_store_exit_3(tmp_path, write_spec):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"garbage" * 1000)
+    r = run_cli("run", str(write_spec(tiny_spec())), "--store", str(bad))
+    assert r.returncode == 3 and "corrupt" in r.stderr
+    assert bad.read_bytes() == b"garbage" * 1000

@@ -76,7 +76,19 @@ CREATE TABLE IF NOT EXISTS points (
     UNIQUE (run_id, batch_size, seq_len, new_tokens)
 );
 CREATE INDEX IF NOT EXISTS points_run ON points(run_id);
+CREATE TABLE IF NOT EXISTS calibrations (
+    calibration_id    TEXT PRIMARY KEY,
+    hardware_id       TEXT NOT NULL,
+    device            TEXT NOT NULL,
+    fingerprint_json  TEXT NOT NULL,
+    versions_json     TEXT NOT NULL,
+    commit_sha        TEXT,
+    results_json      TEXT NOT NULL,
+    created_at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calibrations_hw ON calibrations(hardware_id, device, created_at);
 """
+_TABLES = {"meta", "runs", "points", "calibrations"}
 
 #: Point columns that are plain values, in JSON/CSV order.
 POINT_FIELDS = (
@@ -172,7 +184,7 @@ class ResultsStore:
         if tables and "runs" not in tables:
             raise StoreError(f"{self.path} is a SQLite database but not a perfbench results store "
                              f"(tables: {', '.join(sorted(tables))})")
-        if "runs" in tables and "meta" in tables:
+        if _TABLES <= tables:
             row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row and int(row[0]) > STORE_SCHEMA_VERSION:
                 raise StoreError(f"{self.path} was written by a newer perfbench (store schema "
@@ -318,3 +330,32 @@ class ResultsStore:
         import pandas as pd
 
         return pd.DataFrame(self.get_run(run_id)["points"])
+
+    # -- calibrations (measured ceilings, keyed by hardware fingerprint) ------------------------
+
+    def add_calibration(self, *, fingerprint: dict, versions: dict, commit: str | None, device: str,
+                        results: dict) -> str:
+        cid = "cal-" + new_run_id()
+        with self.transaction("store a calibration") as c:
+            c.execute("INSERT INTO calibrations(calibration_id, hardware_id, device, fingerprint_json,"
+                      " versions_json, commit_sha, results_json, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                      (cid, fingerprint.get("hardware_id", "unknown"), device,
+                       json.dumps(fingerprint, sort_keys=True), json.dumps(versions, sort_keys=True),
+                       commit, json.dumps(results), utcnow()))
+        return cid
+
+    def calibrations(self, *, hardware_id: str | None = None, device: str | None = None) -> list[dict]:
+        """Calibrations, newest first, optionally for one hardware id and device."""
+        q, args = "SELECT * FROM calibrations WHERE 1=1", []
+        if hardware_id:
+            q += " AND hardware_id=?"
+            args.append(hardware_id)
+        if device:
+            q += " AND device=?"
+            args.append(device)
+        with self._translate_errors("read calibrations"):
+            rows = self._conn.execute(q + " ORDER BY created_at DESC", args).fetchall()
+        return [{"calibration_id": r["calibration_id"], "hardware_id": r["hardware_id"],
+                 "device": r["device"], "fingerprint": json.loads(r["fingerprint_json"]),
+                 "versions": json.loads(r["versions_json"]), "commit": r["commit_sha"],
+                 "results": json.loads(r["results_json"]), "created_at": r["created_at"]} for r in rows]

@@ -45,7 +45,13 @@ _register()
 def main() -> None:
     """Console entry point: turn perfbench errors into a message and an exit code."""
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)
+        if isinstance(rv, int) and rv:  # typer returns Exit codes (130 for Ctrl-C) in this mode
+            if rv == EXIT_INTERRUPTED:
+                from perfbench.cli._console import err_console
+
+                err_console.print("[yellow]interrupted[/]")
+            sys.exit(rv)
     except PerfbenchError as exc:
         from perfbench.cli._console import err_console
 

@@ -1,0 +1,91 @@
+"""`perfbench roofline analyze|place|plot`: analytical roofline and measured positions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from perfbench.cli._console import console, print_json
+from perfbench.errors import InputError
+from perfbench.store import DEFAULT_STORE
+
+app = typer.Typer(help="Roofline: analytical FLOPs/bytes, measured positions, plots.", no_args_is_help=True)
+
+
+def _si(x: float, unit: str = "") -> str:
+    for div, pre in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.2f} {pre}{unit}"
+    return f"{x:.2f} {unit}"
+
+
+def _time(s: float) -> str:
+    return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.3f} ms"
+
+
+@app.command("analyze")
+def analyze_cmd(
+    model: str = typer.Option(..., "--model", help="Model preset (see README)."),
+    phase: str = typer.Option(..., "--phase", help="prefill | decode"),
+    batch: int = typer.Option(..., "--batch", help="Batch size (> 0)."),
+    seq: int = typer.Option(..., "--seq", help="Prompt length; for decode, the context length."),
+    hardware: str = typer.Option(..., "--hardware", help="Hardware profile name or YAML path."),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="Activation/compute dtype: float32 | float16 | bfloat16"),
+    weight_dtype: Optional[str] = typer.Option(None, "--weight-dtype",
+                                               help="Weight dtype if different: int8 | int4 | float16 ..."),
+    causal: str = typer.Option("full", "--causal", help="full | half: how causal attention FLOPs count"),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+) -> None:
+    """Analytical per-operator FLOPs, bytes, intensity, bound and roofline time. Needs no GPU."""
+    from perfbench.hardware.profile import load_profile
+    from perfbench.models.arch import PRESETS
+    from perfbench.roofline.analytical import DTYPE_BYTES, analyze
+
+    if fmt not in ("table", "json"):
+        raise InputError(f"--format must be table or json, got {fmt!r}")
+    if model not in PRESETS:
+        raise InputError(f"--model: unknown preset {model!r}; allowed: {', '.join(PRESETS)}")
+    if phase not in ("prefill", "decode"):
+        raise InputError(f"--phase must be prefill or decode, got {phase!r}")
+    if batch <= 0 or seq <= 0:
+        raise InputError(f"--batch and --seq must be positive integers, got batch={batch}, seq={seq}")
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise InputError(f"--dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    if weight_dtype is not None and weight_dtype not in DTYPE_BYTES:
+        raise InputError(f"--weight-dtype must be one of {', '.join(DTYPE_BYTES)}, got {weight_dtype!r}")
+    if causal not in ("full", "half"):
+        raise InputError(f"--causal must be full or half, got {causal!r}")
+    arch = PRESETS[model]
+    if arch.family == "bert" and phase == "decode":
+        raise InputError(f"--phase decode needs a decoder model; {model} is an encoder")
+    prof = load_profile(hardware)
+    rep = analyze(arch, phase=phase, batch=batch, seq=seq, peak_flops=prof.peak_flops(dtype),
+                  bandwidth=prof.memory_bandwidth, dtype=dtype, weight_dtype=weight_dtype, causal=causal)
+    rep["hardware"].update(profile=prof.name, ceilings="datasheet")
+    rep["workload"]["model"] = model
+    if fmt == "json":
+        print_json(rep)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{model} {phase} b{batch} s{seq} {dtype} on {prof.name} "
+                    f"(peak {_si(prof.peak_flops(dtype), 'FLOP/s')}, {_si(prof.memory_bandwidth, 'B/s')}, "
+                    f"ridge {rep['hardware']['ridge_point']:.0f} FLOP/B)")
+    for col in ("op", "x", "FLOPs", "bytes", "FLOP/B", "bound", "roofline time", "share"):
+        t.add_column(col, justify="left" if col in ("op", "bound") else "right")
+    tot = rep["total"]["roofline_time_s"]
+    for r in rep["ops"]:
+        t.add_row(r["name"], str(r["count"]), _si(r["flops"]), _si(r["bytes"], "B"),
+                  f"{r['arithmetic_intensity']:.1f}", r["bound"], _time(r["roofline_time_s"]),
+                  f"{r['roofline_time_s'] / tot * 100:.1f}%")
+    T = rep["total"]
+    t.add_row("[bold]total[/]", "", _si(T["flops"]), _si(T["bytes"], "B"), f"{T['arithmetic_intensity']:.1f}",
+              T["bound"], _time(T["roofline_time_s"]), "100%")
+    console.print(t)
+    console.print(f"per layer: {_si(rep['per_layer']['flops'])}FLOP, {_si(rep['per_layer']['bytes'], 'B')}, "
+                  f"{_time(rep['per_layer']['roofline_time_s'])}; tokens {rep['workload']['tokens']}; "
+                  f"floor {rep['workload']['tokens'] / tot:,.0f} tokens/s")
+    console.print("[dim]conventions: " + "; ".join(f"{k}: {v}" for k, v in rep["conventions"].items()
+                                                   if k != "elementwise_flops_per_element") + "[/]")

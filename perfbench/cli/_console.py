@@ -8,7 +8,8 @@ from typing import Any
 
 from rich.console import Console
 
-console = Console()
+# Piped or captured output is not squeezed into 80 columns: tables stay readable in logs.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 

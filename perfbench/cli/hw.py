@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -31,20 +32,18 @@ _FORMAT_HELP = "table (for people) or json (for tools)."
 # --------------------------------------------------------------------------------------------------
 
 
-def measured_ceilings_for(profile_name: str) -> dict | None:
-    """Measured ceilings for a profile, shown beside the datasheet numbers by `hw show`.
+def measured_ceilings_for(profile_name: str, store: Path | None = None) -> dict | None:
+    """Measured ceilings (`perfbench calibrate`) for a profile, shown beside the datasheet numbers:
+    the newest calibration in `store` whose hardware matches `profile_name`, or None.
 
-    HOOK, not implemented yet: returns None until the results store records calibration runs. When
-    filled in it should return, for the newest calibration on hardware matching `profile_name`:
-
-        {"dense_flops": {"bfloat16": 7.1e14, ...},   # FLOP/s per dtype key (see hardware.DTYPES)
-         "memory_bandwidth": 3.0e12,                  # bytes/s
-         "link_bandwidth": 5.5e10,                    # bytes/s per direction (optional)
-         "source": "run 2024-..., perfbench calibrate"}
-
-    Keys may be missing; `hw show` displays whatever is there and never invents numbers.
+    Shape: {"dense_flops": {"bfloat16": 7.1e14, ...}, "memory_bandwidth": 3.0e12,
+    "link_bandwidth": 5.5e10 (optional), "source": "..."}; keys may be missing, and `hw show`
+    displays whatever is there and never invents numbers.
     """
-    return None
+    from perfbench.roofline.ceilings import measured_for_profile
+    from perfbench.store import DEFAULT_STORE
+
+    return measured_for_profile(store or DEFAULT_STORE, profile_name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,12 +209,14 @@ def list_(
 def show(
     name: str = typer.Argument(..., help="Profile name (see `perfbench hw list`) or a YAML file path."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help=_FORMAT_HELP),
+    store: Path = typer.Option(Path("results") / "perfbench.sqlite", "--store",
+                               help="Results database holding `perfbench calibrate` runs."),
 ) -> None:
     """Show every field of a profile with its source, and measured ceilings when there are any."""
     from perfbench.hardware.profile import DTYPES, load_profile
 
     p = load_profile(name)
-    measured = measured_ceilings_for(p.name)
+    measured = measured_ceilings_for(p.name, store)
     if fmt == OutputFormat.json:
         print_json({**p.model_dump(mode="json"), "measured_ceilings": measured})
         return

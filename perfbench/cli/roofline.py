@@ -89,3 +89,69 @@ def analyze_cmd(
                   f"floor {rep['workload']['tokens'] / tot:,.0f} tokens/s")
     console.print("[dim]conventions: " + "; ".join(f"{k}: {v}" for k, v in rep["conventions"].items()
                                                    if k != "elementwise_flops_per_element") + "[/]")
+
+
+def _placed(run_id: str, store: Path, hardware: Optional[str], ceilings: str):
+    from perfbench.roofline.ceilings import run_ceilings
+    from perfbench.roofline.place import place_run
+    from perfbench.store import ResultsStore
+
+    with ResultsStore(store, create=False) as st:
+        run = st.get_run(run_id)
+        ceil = run_ceilings(st, run, hardware=hardware, choice=ceilings)
+    rows = place_run(run, peak_flops=ceil["peak"], bandwidth=ceil["bandwidth"])
+    if not rows:
+        raise InputError(f"run {run['run_id']} has no successful points to place")
+    return run, ceil, rows
+
+
+@app.command("place")
+def place_cmd(
+    run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    hardware: Optional[str] = typer.Option(None, "--hardware", help="Profile to use instead of the detected one."),
+    ceilings: str = typer.Option("auto", "--ceilings", help="auto | measured | datasheet"),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+) -> None:
+    """Place a stored run on the roofline and split each point's latency into floor, CPU overhead, rest."""
+    if fmt not in ("table", "json"):
+        raise InputError(f"--format must be table or json, got {fmt!r}")
+    run, ceil, rows = _placed(run_id, store, hardware, ceilings)
+    if fmt == "json":
+        print_json({"run_id": run["run_id"], "name": run["name"], "ceilings": ceil, "points": rows})
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{run['name']} ({run['run_id']}) vs {ceil['source']} ceilings "
+                    f"[{ceil['profile'] or 'no profile'}: {_si(ceil['peak'], 'FLOP/s')}, {_si(ceil['bandwidth'], 'B/s')}]")
+    for col in ("batch", "median", "FLOP/B", "achieved", "% roof", "bound", "floor", "CPU overhead", "remainder"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        cpu = r["cpu_overhead_s"]
+        t.add_row(str(r["batch_size"]), _time(r["latency_median_s"]), f"{r['arithmetic_intensity']:.1f}",
+                  _si(r["achieved_flops_per_s"], "FLOP/s"), f"{r['roof_share'] * 100:.1f}%", r["bound"],
+                  _time(r["floor_s"]), _time(cpu) if cpu is not None else "-", _time(r["remainder_s"]))
+    console.print(t)
+    notes = {r.get("note") for r in rows if r.get("note")}
+    for n in notes:
+        console.print(f"[dim]note: {n}[/]")
+
+
+@app.command("plot")
+def plot_cmd(
+    run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    out: Path = typer.Option(Path("results") / "plots", "--out", help="Output directory."),
+    hardware: Optional[str] = typer.Option(None, "--hardware", help="Profile to use instead of the detected one."),
+    ceilings: str = typer.Option("auto", "--ceilings", help="auto | measured | datasheet"),
+) -> None:
+    """Write the roofline and the latency-vs-batch plot of a run (PNG and SVG)."""
+    from perfbench.roofline.plots import latency_matplotlib, roofline_matplotlib, save
+
+    run, ceil, rows = _placed(run_id, store, hardware, ceilings)
+    lines = {k: ceil[k] for k in ("datasheet", "measured") if ceil[k]}
+    title = f"{run['name']} on {ceil['profile'] or run['device']}"
+    paths = save(roofline_matplotlib(rows, lines, title), out / f"roofline_{run['run_id']}")
+    paths += save(latency_matplotlib(rows, title), out / f"latency_{run['run_id']}")
+    for p in paths:
+        console.print(str(p))

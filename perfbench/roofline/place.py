@@ -1,0 +1,145 @@
+"""Put a stored run on the roofline and split its latency.
+
+For every measured point: the analytical FLOPs and bytes of the whole workload, the achieved FLOP/s
+and arithmetic intensity, the share of the roof reached, and the latency split into
+
+* `floor_s`: the roofline floor (sum over operators of max(FLOPs/peak, bytes/bandwidth));
+* `cpu_overhead_s`: time the GPU sat idle waiting for the CPU to launch work (the trace's
+  `idle_host_wait_us`, scaled by timed median / traced span because the profiler slows the host;
+  needs `measure.trace: true`, and a GPU);
+* `remainder_s`: the rest (kernels running below the roof, synchronisation, gaps the tracer could
+  not attribute).
+
+With a trace, operators are also placed by type (matmul, attention, embedding, element-wise): the
+analytical FLOPs/bytes of that type over the GPU time its kernels took in the trace.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from perfbench.models.arch import ModelArch, resolve_model
+from perfbench.roofline.analytical import model_ops
+
+#: Innermost ATen operator name -> operator type shared with the analytical model's `kind`.
+_OP_TYPES = [
+    ("attention", re.compile(r"scaled_dot_product|flash_attention|efficient_attention|cudnn_attention")),
+    ("matmul", re.compile(r"aten::(mm|addmm|bmm|baddbmm|matmul|linear|_scaled_mm)\b")),
+    ("embedding", re.compile(r"aten::(embedding|index_select)\b")),
+]
+
+
+def op_type(aten_name: str) -> str:
+    for kind, rx in _OP_TYPES:
+        if rx.search(aten_name):
+            return kind
+    return "elementwise"
+
+
+def workload_ops(arch: ModelArch, phase: str, batch: int, seq: int, new_tokens: int, dtype: str):
+    """Analytical ops of one measured iteration, as the runner times it.
+
+    prefill: one forward over `seq` tokens (logits for every position). decode: `new_tokens`
+    single-token steps over contexts seq, seq+1, ... generate: a prefill whose logits cover the
+    last position only (what generate computes), then new_tokens-1 decode steps.
+    """
+    if phase == "prefill":
+        return model_ops(arch, phase="prefill", batch=batch, seq=seq, dtype=dtype)
+    ops = []
+    if phase == "generate":
+        ops += model_ops(arch, phase="prefill", batch=batch, seq=seq, dtype=dtype, lm_head_positions="last")
+        steps = range(seq, seq + new_tokens - 1)
+    else:
+        steps = range(seq, seq + new_tokens)
+    for ctx in steps:
+        ops += model_ops(arch, phase="decode", batch=batch, seq=ctx, dtype=dtype)
+    return ops
+
+
+def _by_kind(ops, peak: float, bw: float) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for op in ops:
+        k = out.setdefault(op.kind, {"flops": 0.0, "bytes": 0.0, "floor_s": 0.0})
+        k["flops"] += op.total_flops
+        k["bytes"] += op.total_bytes
+        k["floor_s"] += max(op.total_flops / peak, op.total_bytes / bw)
+    return out
+
+
+def place_run(run: dict[str, Any], *, peak_flops: float, bandwidth: float,
+              launch_us: float | None = None) -> list[dict[str, Any]]:
+    """One row per ok point of `run` (as returned by `ResultsStore.get_run`)."""
+    spec = run["spec"]
+    _, arch = resolve_model(spec["model"])
+    rows = []
+    for p in run["points"]:
+        if p["status"] != "ok":
+            continue
+        ops = workload_ops(arch, spec["phase"], p["batch_size"], p["seq_len"], p["new_tokens"], spec["dtype"])
+        flops = sum(o.total_flops for o in ops)
+        by = sum(o.total_bytes for o in ops)
+        floor = sum(max(o.total_flops / peak_flops, o.total_bytes / bandwidth) for o in ops)
+        lat = p["latency_median_s"]
+        ai = flops / by
+        attainable = min(peak_flops, ai * bandwidth)
+        achieved = flops / lat
+        row: dict[str, Any] = {
+            "batch_size": p["batch_size"], "seq_len": p["seq_len"], "new_tokens": p["new_tokens"],
+            "latency_median_s": lat, "flops": flops, "bytes": by, "arithmetic_intensity": ai,
+            "achieved_flops_per_s": achieved, "attainable_flops_per_s": attainable,
+            "roof_share": achieved / attainable, "bound": "compute" if ai * bandwidth >= peak_flops else "memory",
+            "floor_s": floor, "floor_share": floor / lat,
+            "cpu_overhead_s": None, "remainder_s": None, "trace": None, "ops": [],
+        }
+        _split_with_trace(row, p, ops, peak_flops, bandwidth)
+        rows.append(row)
+    return rows
+
+
+def _split_with_trace(row: dict[str, Any], point: dict[str, Any], ops, peak: float, bw: float) -> None:
+    lat, floor = row["latency_median_s"], row["floor_s"]
+    path = point.get("trace_path")
+    if not path:
+        row["remainder_s"] = max(lat - floor, 0.0)
+        row["note"] = "no trace: run with measure.trace: true (or --trace) to split out CPU launch overhead"
+        return
+    from perfbench.errors import InputError
+    from perfbench.trace.metrics import analyze
+    from perfbench.trace.operators import operator_table
+
+    try:
+        an = analyze(path)
+    except (InputError, FileNotFoundError, OSError) as exc:
+        row["remainder_s"] = max(lat - floor, 0.0)
+        row["note"] = f"trace unreadable ({exc}); no launch split"
+        return
+    f = an.figures
+    row["trace"] = {"path": path, **f.as_dict(), "traced_span_us": an.traced_span_us}
+    if not f.has_gpu:
+        row["remainder_s"] = max(lat - floor, 0.0)
+        row["note"] = "CPU-only trace: no GPU launch overhead to split out"
+        return
+    # The profiler slows the host; scale host-wait idle to the untraced iteration.
+    scale = min(1.0, lat * 1e6 / an.traced_span_us) if an.traced_span_us else 1.0
+    cpu = (f.idle_host_wait_us or 0.0) * scale / 1e6
+    row["cpu_overhead_s"] = cpu
+    row["cpu_overhead_scale"] = scale
+    row["remainder_s"] = lat - floor - cpu
+    if row["remainder_s"] < 0:
+        row["note"] = "floor + CPU overhead exceed the measured latency (estimate error); remainder clamped"
+        row["remainder_s"] = 0.0
+    table = operator_table(an, level="op")
+    gpu_by_kind: dict[str, float] = {}
+    for name, t in zip(table["operator"], table["gpu_time_us"]):
+        k = op_type(str(name))
+        gpu_by_kind[k] = gpu_by_kind.get(k, 0.0) + float(t)
+    for kind, c in _by_kind(ops, peak, bw).items():
+        g = gpu_by_kind.get(kind)
+        ai = c["flops"] / c["bytes"] if c["bytes"] else None
+        achieved = c["flops"] / (g / 1e6) if g else None
+        attainable = min(peak, ai * bw) if ai else None
+        row["ops"].append({"op_type": kind, "flops": c["flops"], "bytes": c["bytes"],
+                           "arithmetic_intensity": ai, "gpu_time_us": g, "floor_us": c["floor_s"] * 1e6,
+                           "achieved_flops_per_s": achieved,
+                           "roof_share": achieved / attainable if achieved and attainable else None})

@@ -1,0 +1,182 @@
+"""Roofline: analytical counts pinned by hand and by FlopCounterMode, bounds, CLI, calibrate, place."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from perfbench.models import PRESETS
+from perfbench.roofline.analytical import analyze, model_ops
+from tests.conftest import run_cli, tiny_spec
+
+L1B = PRESETS["llama-3.2-1b"]
+
+
+def _by_name(ops):
+    return {o.name: o for o in ops}
+
+
+def test_llama_1b_prefill_hand_derived_totals():
+    # Llama-3.2-1B: h=2048, 16 layers, 32 q heads, 8 kv heads, d=64, I=8192, V=128256. b1, s128.
+    t, h, qd, kvd, inter, v, L = 128, 2048, 32 * 64, 8 * 64, 8192, 128256, 16
+    linear_per_layer = 2 * t * (h * qd + 2 * h * kvd + qd * h + 3 * h * inter)
+    attention_per_layer = 2 * (2 * 1 * 32 * 128 * 128 * 64)  # QK^T and PV, full S*S convention
+    lm_head = 2 * t * h * v
+    expected = L * (linear_per_layer + attention_per_layer) + lm_head
+    assert expected == 318_498_668_544
+    rep = analyze(L1B, phase="prefill", batch=1, seq=128, peak_flops=989.4e12, bandwidth=3.35e12)
+    assert rep["total"]["matmul_flops"] == expected
+    # Weights dominate the bytes at batch 1: every bf16 weight is read once (the tied embedding
+    # table is read by the LM head; the embedding lookup only gathers 128 rows).
+    weight_bytes = 2 * (L * (h * qd + 2 * h * kvd + qd * h + 3 * h * inter + 2 * h) + h + v * h)
+    assert weight_bytes <= rep["total"]["bytes"] < weight_bytes * 1.2
+    assert rep["layers"] == 16 and rep["per_layer"]["flops"] * 16 < rep["total"]["flops"]
+
+
+def test_llm_viewer_errors_are_not_repeated():
+    ops = _by_name(model_ops(L1B, phase="prefill", batch=2, seq=64, dtype="bfloat16"))
+    t = 2 * 64
+    assert ops["q_proj"].flops == 2 * t * 2048 * (32 * 64)  # Q sized by query heads, not KV heads
+    assert ops["k_proj"].flops == 2 * t * 2048 * (8 * 64)
+    assert ops["lm_head"].flops == 2 * t * 2048 * 128256  # lm_head with the factor 2
+    # The MLP activation is sized by the intermediate size (2 reads + 1 write, bf16).
+    assert ops["act_mul"].bytes == 3 * t * 8192 * 2
+
+
+def test_decode_reads_kv_cache_and_weight_dtype():
+    ops = _by_name(model_ops(L1B, phase="decode", batch=4, seq=1000, dtype="bfloat16"))
+    att = ops["attention"]
+    assert att.bytes == 4 * (32 * 64) * 2 * 2 + 2 * 4 * 1001 * (8 * 64) * 2  # Q+O, then K,V cache
+    w8 = _by_name(model_ops(L1B, phase="decode", batch=1, seq=16, dtype="bfloat16", weight_dtype="int8"))
+    w16 = _by_name(model_ops(L1B, phase="decode", batch=1, seq=16, dtype="bfloat16"))
+    assert w16["down_proj"].bytes - w8["down_proj"].bytes == 2048 * 8192 * 1
+    half = _by_name(model_ops(L1B, phase="prefill", batch=1, seq=128, causal="half"))
+    full = _by_name(model_ops(L1B, phase="prefill", batch=1, seq=128))
+    assert half["attention"].matmul_flops == pytest.approx(full["attention"].matmul_flops * 129 / 256)
+
+
+def test_bounds_on_h100():
+    from perfbench.hardware import load_profile
+
+    h100 = load_profile("h100-sxm")
+    peak, bw = h100.peak_flops("bfloat16"), h100.memory_bandwidth
+    dec = analyze(L1B, phase="decode", batch=1, seq=512, peak_flops=peak, bandwidth=bw)
+    assert dec["total"]["bound"] == "memory" and dec["total"]["arithmetic_intensity"] < 2
+    pre = analyze(L1B, phase="prefill", batch=64, seq=128, peak_flops=peak, bandwidth=bw)
+    assert pre["total"]["bound"] == "compute" and pre["total"]["arithmetic_intensity"] > h100.ridge_point("bfloat16")
+    assert {o["name"]: o["bound"] for o in pre["ops"]}["gate_proj"] == "compute"
+    assert {o["name"]: o["bound"] for o in pre["ops"]}["input_norm"] == "memory"
+
+
+@pytest.mark.parametrize("name,phase", [("tiny-llama", "prefill"), ("tiny-bert", "prefill"),
+                                        ("tiny-llama", "decode")])
+def test_flop_counter_mode_agrees(name, phase):
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from perfbench.models.build import build_model
+
+    arch = PRESETS[name]
+    # Eager attention: explicit matmuls that FlopCounterMode counts on CPU (full S*S, as we do).
+    model = build_model(arch, dtype="float32", device="cpu", seed=0, attn_implementation="eager")
+    b, s = 2, 16
+    ids = torch.randint(0, arch.vocab_size, (b, s))
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode():
+        if phase == "prefill":
+            with counter:
+                model(input_ids=ids) if not arch.is_decoder else model(input_ids=ids, use_cache=False)
+        else:
+            cache = model(input_ids=ids, use_cache=True).past_key_values
+            with counter:
+                model(input_ids=ids[:, :1], past_key_values=cache, use_cache=True)
+    rep = analyze(arch, phase=phase, batch=b, seq=s, peak_flops=1e12, bandwidth=1e11, dtype="float32")
+    assert rep["total"]["matmul_flops"] == counter.get_total_flops()
+
+
+def test_cli_analyze_json_contract():
+    r = run_cli("roofline", "analyze", "--model", "llama-3.2-1b", "--phase", "decode", "--batch", "1",
+                "--seq", "512", "--hardware", "h100-sxm", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert set(d) >= {"conventions", "total", "ops"}
+    assert set(d["total"]) >= {"flops", "bytes", "arithmetic_intensity", "bound", "roofline_time_s"}
+    assert d["total"]["bound"] == "memory"
+    for op in d["ops"]:
+        assert set(op) >= {"name", "flops", "bytes", "arithmetic_intensity", "bound", "roofline_time_s"}
+    assert "causal_attention" in d["conventions"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model", "gpt-9"], "unknown preset"),
+    (["--hardware", "tpu-v9"], "unknown hardware profile"),
+    (["--batch", "0"], "positive"),
+    (["--seq", "-3"], "positive"),
+])
+def test_cli_analyze_errors(args, needle):
+    base = {"--model": "llama-3.2-1b", "--phase": "prefill", "--batch": "1", "--seq": "128",
+            "--hardware": "h100-sxm"}
+    base.update(dict(zip(args[::2], args[1::2])))
+    r = run_cli("roofline", "analyze", *[x for kv in base.items() for x in kv])
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert needle in r.stderr
+
+
+def test_calibrate_place_plot_on_cpu(tmp_path, write_spec):
+    store = tmp_path / "s.sqlite"
+    cal = run_cli("calibrate", "--quick", "--device", "cpu", "--store", str(store), "--format", "json")
+    assert cal.returncode == 0, cal.stderr
+    c = json.loads(cal.stdout)
+    assert c["device"] == "cpu" and c["torch_threads"] >= 1
+    assert c["matmul"]["float32"]["flops_per_s"] > 1e8 and c["matmul"]["float32"]["best_shape"]
+    assert c["memory"]["copy_bytes_per_s"] > 1e8 and "read" in c["memory"]["convention"]
+    assert 0 < c["launch"]["launch_us"] < 1000
+
+    run = run_cli("run", str(write_spec(tiny_spec(batch_sizes=[1, 4]))), "--store", str(store),
+                  "--format", "json", "-q")
+    assert run.returncode == 0, run.stderr
+    rid = json.loads(run.stdout)["run_id"]
+    placed = run_cli("roofline", "place", rid, "--store", str(store), "--format", "json")
+    assert placed.returncode == 0, placed.stderr
+    d = json.loads(placed.stdout)
+    assert d["ceilings"]["source"] == "measured"  # this machine was calibrated just above
+    for p in d["points"]:
+        assert p["floor_s"] > 0 and 0 < p["roof_share"] < 1.5
+        assert p["floor_s"] + p["remainder_s"] == pytest.approx(p["latency_median_s"], rel=1e-6) or \
+            p["floor_s"] > p["latency_median_s"]
+    ds = json.loads(run_cli("roofline", "place", rid, "--store", str(store), "--ceilings", "datasheet",
+                            "--hardware", "generic-x86-64", "--format", "json").stdout)
+    assert ds["ceilings"]["source"] == "datasheet" and ds["ceilings"]["profile"] == "generic-x86-64"
+
+    out = tmp_path / "plots"
+    pl = run_cli("roofline", "plot", rid, "--store", str(store), "--out", str(out))
+    assert pl.returncode == 0, pl.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert files == sorted(f"{k}_{rid}.{e}" for k in ("roofline", "latency") for e in ("png", "svg"))
+    assert all((out / f).stat().st_size > 1000 for f in files)
+
+    hw = run_cli("hw", "show", "generic-x86-64", "--store", str(store), "--format", "json")
+    meas = json.loads(hw.stdout)["measured_ceilings"]
+    from perfbench.hardware.detect import fingerprint
+    from perfbench.roofline.ceilings import profile_for_fingerprint
+
+    prof, _ = profile_for_fingerprint(fingerprint())
+    if prof is not None and prof.name == "generic-x86-64":  # this host falls back to the generic profile
+        assert meas["dense_flops"]["float32"] == pytest.approx(c["matmul"]["float32"]["flops_per_s"])
+        assert meas["memory_bandwidth"] == pytest.approx(c["memory"]["bytes_per_s"])
+    else:
+        assert meas is None  # another profile's measured column must not show this host's numbers
+
+
+def test_plotly_figures_build():
+    pytest.importorskip("plotly", reason="plotly is in the dashboard extra")
+    from perfbench.roofline.plots import latency_plotly, roofline_plotly
+
+    rows = [{"batch_size": 1, "arithmetic_intensity": 5.0, "achieved_flops_per_s": 1e12, "roof_share": 0.1,
+             "floor_s": 1e-3, "cpu_overhead_s": 5e-3, "remainder_s": 1e-3, "latency_median_s": 7e-3,
+             "ops": [{"op_type": "matmul", "arithmetic_intensity": 50.0, "achieved_flops_per_s": 2e12}]}]
+    f = roofline_plotly(rows, {"datasheet": {"peak": 1e15, "bandwidth": 3e12}})
+    assert len(f.data) == 3
+    g = latency_plotly(rows)
+    assert [t.name for t in g.data][:3] == ["roofline floor", "CPU launch overhead", "remainder"]

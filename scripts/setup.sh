@@ -16,11 +16,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY=.venv/bin/python
 
+# pip, minus the noise of this machine's optional local package indexes.
+pip_install() {
+  "$VPY" -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+
 if ! "$VPY" -c 'import torch' >/dev/null 2>&1; then
   echo "setup: no torch found; installing the CPU build (${PERFBENCH_TORCH_SPEC:-torch==2.13.0})" >&2
-  "$VPY" -m pip install -q "${PERFBENCH_TORCH_SPEC:-torch==2.13.0}"
+  pip_install "${PERFBENCH_TORCH_SPEC:-torch==2.13.0}"
 fi
 
 # Extras: dev = test tools. Add more with PERFBENCH_EXTRAS=dev,dashboard,...
-"$VPY" -m pip install -q -e ".[${PERFBENCH_EXTRAS:-dev}]"
+pip_install -e ".[${PERFBENCH_EXTRAS:-dev}]"
 echo "setup: ready ($("$VPY" -c 'import torch, perfbench; print("perfbench", perfbench.__version__, "torch", torch.__version__)'))" >&2

@@ -202,3 +202,25 @@ def test_cli_corrupt_store_exit_3(tmp_path, write_spec):
     r = run_cli("run", str(write_spec(tiny_spec())), "--store", str(bad))
     assert r.returncode == 3 and "corrupt" in r.stderr
     assert bad.read_bytes() == b"garbage" * 1000
+
+
+def test_usage_errors_exit_2_without_traceback():
+    for args in (["hw", "detect", "--format", "xml"], ["run", "--bogus"], ["results", "show"]):
+        r = run_cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_trace_capture_on_cpu(store_path):
+    """measure.trace profiles one extra iteration: samples stay untouched, the trace says 'no GPU'."""
+    from perfbench.trace import analyze
+
+    spec = parse_spec(tiny_spec(batch_sizes=[2], measure={"repeats": 3, "trace": True}))
+    with ResultsStore(store_path) as st:
+        res = run_spec(spec, st, trace_dir=store_path.parent / "traces")
+        (p,) = st.get_run(res.run_id)["points"]
+    assert p["n_samples"] == 3 and len(p["samples_s"]) == 3
+    path = p["trace_path"]
+    assert path.endswith(".json.gz") and res.run_id in path
+    figs = analyze(path).figures
+    assert figs.has_gpu is False and figs.bound is None and "GPU" in figs.note

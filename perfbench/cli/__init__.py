@@ -64,12 +64,10 @@ def main() -> None:
         sys.exit(EXIT_INTERRUPTED)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors from click (typer >= 0.29 vendors it as typer._click)
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # a ClickException
             exc.show()
             sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(EXIT_INTERRUPTED)
         raise

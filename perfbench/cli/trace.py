@@ -1,0 +1,302 @@
+"""`perfbench trace analyze|sweep|ops|kernels|fusion|compare|overhead`: kernel-level trace analysis.
+
+JSON output is a contract other tools parse: `analyze` prints exactly the per-run figure keys
+(perfbench.trace.FIGURE_KEYS) and `sweep` prints {"points", "transition_batch", "methods", "agree"}.
+pandas and the analysis modules are imported inside the commands so `perfbench --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from perfbench.cli._console import console, print_json
+from perfbench.errors import InputError
+
+app = typer.Typer(
+    help="Analyse PyTorch-profiler traces: TKLQT (kernel launch + queue time), GPU idle, bound, "
+    "operators, kernels, batch-sweep transition, fusion candidates.",
+    no_args_is_help=True,
+)
+
+
+def _check(value: str, option: str, allowed: tuple[str, ...]) -> str:
+    """Plain-string choices validated here: a bad value is an InputError (exit 2), whatever click
+    flavour typer ships."""
+    if value not in allowed:
+        raise InputError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+_FORMAT_HELP = "table (for people) or json (for tools)."
+_TRACE_HELP = "Chrome trace from torch.profiler (.json or .json.gz)."
+
+# figure -> (label, unit, format)
+_FIGURE_ROWS = (
+    ("tklqt_us", "TKLQT (total kernel launch + queue time)", "us"),
+    ("launch_call_us", "  launch-call part", "us"),
+    ("queue_us", "  queue part", "us"),
+    ("kernels", "kernels", ""),
+    ("launches", "launch calls", ""),
+    ("graph_launches", "CUDA-graph launches", ""),
+    ("akd_us", "average kernel duration", "us"),
+    ("gpu_busy_us", "GPU busy (union of streams)", "us"),
+    ("gpu_span_us", "GPU span", "us"),
+    ("gpu_util", "GPU utilisation (busy / span)", ""),
+    ("idle_host_wait_us", "GPU idle waiting on the host", "us"),
+    ("bound", "bound", ""),
+    ("steps", "iterations (ProfilerStep)", ""),
+    ("orphans", "orphan GPU activities", ""),
+    ("negative_clamped", "negative gaps clamped", ""),
+    ("has_gpu", "has GPU activity", ""),
+)
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if unit == "us":
+            return f"{v:,.1f} us" if abs(v) < 1e4 else f"{v / 1e3:,.2f} ms"
+        if v.is_integer():
+            return f"{int(v):,}"
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _records(df: Any) -> list[dict]:
+    """DataFrame -> JSON-ready records (NaN -> null, tuples -> lists)."""
+    import math
+
+    out = []
+    for rec in df.to_dict(orient="records"):
+        clean = {}
+        for k, v in rec.items():
+            if isinstance(v, float) and math.isnan(v):
+                v = None
+            elif isinstance(v, tuple):
+                v = list(v)
+            elif hasattr(v, "item"):
+                v = v.item()
+            clean[k] = v
+        out.append(clean)
+    return out
+
+
+def _df_table(df: Any, title: str, wide: tuple[str, ...] = ()) -> None:
+    from rich.table import Table
+
+    from pandas.api.types import is_numeric_dtype
+
+    t = Table(title=title, title_justify="left")
+    for c in df.columns:
+        numeric = is_numeric_dtype(df[c].dtype)
+        t.add_column(str(c), justify="right" if numeric else "left", no_wrap=c in wide, overflow="ellipsis", max_width=90 if c in wide else None)
+    for rec in df.itertuples(index=False):
+        cells = []
+        for c, v in zip(df.columns, rec):
+            if isinstance(v, tuple):
+                v = " > ".join(v)
+            cells.append(_fmt(v, "us" if str(c).endswith("_us") else ""))
+        t.add_row(*cells)
+    console.print(t)
+
+
+def _figures_table(figs: dict, title: str) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column("figure", style="bold")
+    t.add_column("value", justify="right")
+    t.add_column("key", style="dim")
+    for key, label, unit in _FIGURE_ROWS:
+        t.add_row(label, _fmt(figs.get(key), unit), key)
+    console.print(t)
+    if figs.get("note"):
+        console.print(f"[yellow]note:[/] {figs['note']}", highlight=False)
+
+
+@app.command("analyze")
+def analyze_cmd(
+    trace: Path = typer.Argument(..., help=_TRACE_HELP),
+    fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
+    top: int = typer.Option(5, "--top", help="Also list the top K kernels by GPU time (table only; 0: none)."),
+) -> None:
+    """Per-run figures: TKLQT and its parts, kernels, GPU busy/span/util, host-wait idle, bound."""
+    _check(fmt, "--format", ("table", "json"))
+    from perfbench.trace import analyze, top_kernels
+
+    a = analyze(trace)
+    figs = a.as_dict()
+    if fmt == "json":
+        print_json(figs)
+        return
+    _figures_table(figs, f"{trace.name}: per-iteration figures")
+    if top > 0 and figs["has_gpu"]:
+        _df_table(top_kernels(a, top), f"top {top} kernels by GPU time (per iteration)", wide=("name",))
+
+
+def _parse_list(text: str, what: str, conv: Any) -> list:
+    try:
+        return [conv(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--{what}: expected a comma-separated list of numbers, got {text!r}") from None
+
+
+@app.command("sweep")
+def sweep_cmd(
+    traces: List[Path] = typer.Argument(..., help="One trace per batch size, in the order of --batch-sizes."),
+    batch_sizes: str = typer.Option(..., "--batch-sizes", "-b", help="Comma-separated, ascending, e.g. 1,2,4,8."),
+    latency_ms: Optional[str] = typer.Option(
+        None, "--latency-ms", help="Timed (unprofiled) median latency per batch size, ms, comma-separated. Default: traced iteration spans."
+    ),
+    fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
+) -> None:
+    """CPU-bound -> GPU-bound transition over a batch sweep: TKLQT leaving its baseline, cross-checked
+    against gpu_util crossing 0.5 and the latency knee."""
+    _check(fmt, "--format", ("table", "json"))
+    from perfbench.trace import analyze, detect_transition
+
+    bs = _parse_list(batch_sizes, "batch-sizes", int)
+    if len(bs) != len(traces):
+        raise InputError(f"{len(traces)} traces but {len(bs)} batch sizes: give one trace per batch size, in the same order")
+    lat = None
+    if latency_ms is not None:
+        lat_ms = _parse_list(latency_ms, "latency-ms", float)
+        if len(lat_ms) != len(bs):
+            raise InputError(f"{len(bs)} batch sizes but {len(lat_ms)} latencies in --latency-ms")
+        lat = [x * 1e3 for x in lat_ms]
+    if any(b2 <= b1 for b1, b2 in zip(bs, bs[1:])) or any(b <= 0 for b in bs):
+        raise InputError(f"--batch-sizes must be positive and strictly ascending, got {bs}")
+    analyses = [analyze(t) for t in traces]
+    tr = detect_transition(bs, analyses, lat)
+    points = [{"batch_size": b, **a.as_dict()} for b, a in zip(bs, analyses)]
+    if fmt == "json":
+        print_json({"points": points, **tr.as_dict()})
+        return
+    from rich.table import Table
+
+    t = Table(title="batch sweep", title_justify="left")
+    cols = ("batch_size", "tklqt_us", "queue_us", "kernels", "gpu_util", "idle_host_wait_us", "bound")
+    for c in cols:
+        t.add_column(c, justify="right")
+    t.add_column("latency", justify="right")
+    latencies = lat if lat is not None else [a.traced_span_us for a in analyses]
+    for p, l in zip(points, latencies):
+        t.add_row(*[_fmt(p[c], "us" if c.endswith("_us") else "") for c in cols], _fmt(l, "us"))
+    console.print(t)
+    src = "timed medians" if lat is not None else "traced iteration spans (include profiler overhead)"
+    console.print(f"transition batch (TKLQT): [bold]{tr.transition_batch if tr.transition_batch is not None else 'none in range'}[/]")
+    for m, b in tr.methods.items():
+        console.print(f"  {m:>8}: {b if b is not None else 'none in range'}" + (f"  (latency from {src})" if m == "latency" else ""))
+    console.print(f"  methods agree: {'yes' if tr.agree else 'no'}")
+
+
+@app.command("ops")
+def ops_cmd(
+    trace: Path = typer.Argument(..., help=_TRACE_HELP),
+    level: str = typer.Option("op", "--level", help="op (innermost operator), top_op (outermost) or module (nn.Module)."),
+    top: int = typer.Option(20, "--top", help="Rows to show (0: all)."),
+    fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
+) -> None:
+    """Per-operator table (per iteration): calls, kernels, GPU time, CPU time, launch overhead."""
+    _check(fmt, "--format", ("table", "json"))
+    _check(level, "--level", ("op", "top_op", "module"))
+    from perfbench.trace import analyze, operator_table
+
+    df = operator_table(analyze(trace), level)
+    if top > 0:
+        df = df.head(top)
+    if fmt == "json":
+        print_json(_records(df))
+        return
+    _df_table(df, f"{trace.name}: operators ({level}), per iteration", wide=("operator",))
+
+
+@app.command("kernels")
+def kernels_cmd(
+    trace: Path = typer.Argument(..., help=_TRACE_HELP),
+    top: int = typer.Option(20, "--top", help="Kernels to show."),
+    fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
+) -> None:
+    """Top kernels by GPU time (per iteration): count, total and mean duration, share."""
+    _check(fmt, "--format", ("table", "json"))
+    from perfbench.trace import analyze, top_kernels
+
+    df = top_kernels(analyze(trace), max(top, 1))
+    if fmt == "json":
+        print_json(_records(df))
+        return
+    _df_table(df, f"{trace.name}: top kernels, per iteration", wide=("name",))
+
+
+@app.command("fusion")
+def fusion_cmd(
+    trace: Path = typer.Argument(..., help=_TRACE_HELP),
+    top: int = typer.Option(10, "--top", help="Candidates to show."),
+    max_len: int = typer.Option(8, "--max-len", help="Longest kernel chain considered."),
+    fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
+) -> None:
+    """Frequent back-to-back kernel chains worth fusing, with the launch time fusion would save."""
+    _check(fmt, "--format", ("table", "json"))
+    from perfbench.trace import analyze, fusion_candidates
+
+    if max_len < 2:
+        raise InputError("--max-len must be at least 2")
+    df = fusion_candidates(analyze(trace), max_len=max_len, top=max(top, 1))
+    if fmt == "json":
+        print_json(_records(df))
+        return
+    _df_table(df, f"{trace.name}: fusion candidates (per iteration)", wide=("chain",))
+
+
+@app.command("compare")
+def compare_cmd(
+    eager: Path = typer.Argument(..., help="Trace of the eager run."),
+    compiled: Path = typer.Argument(..., help="Trace of the compiled (fused / CUDA-graph) run of the same workload."),
+    fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
+) -> None:
+    """Measured launch saving of a compiled run against eager: TKLQT and launches saved."""
+    _check(fmt, "--format", ("table", "json"))
+    from perfbench.trace import analyze, compare_launch_saving
+
+    res = compare_launch_saving(analyze(eager), analyze(compiled))
+    if fmt == "json":
+        print_json(res)
+        return
+    from rich.table import Table
+
+    t = Table(title="launch saving, compiled vs eager (per iteration)", show_header=False, title_justify="left")
+    t.add_column("figure", style="bold")
+    t.add_column("value", justify="right")
+    for k, v in res.items():
+        t.add_row(k, _fmt(v, "us" if k.endswith("_us") else ""))
+    console.print(t)
+
+
+@app.command("overhead")
+def overhead_cmd(
+    trace: Path = typer.Argument(..., help=_TRACE_HELP),
+    timed_median_ms: float = typer.Option(..., "--timed-median-ms", help="Untraced median latency of the same iteration, ms."),
+    fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
+) -> None:
+    """Traced iteration span against the timed median: how much of the trace is profiler overhead."""
+    _check(fmt, "--format", ("table", "json"))
+    from perfbench.trace import analyze, profiler_overhead
+
+    if timed_median_ms <= 0:
+        raise InputError("--timed-median-ms must be positive")
+    res = profiler_overhead(analyze(trace), timed_median_ms * 1e3)
+    if fmt == "json":
+        print_json(res)
+        return
+    console.print(
+        f"traced span {_fmt(res['traced_span_us'], 'us')} vs timed median {_fmt(res['timed_median_us'], 'us')}: "
+        f"ratio {_fmt(res['profiler_overhead_ratio'])} (profiler overhead, not the workload's)"
+    )

@@ -183,8 +183,22 @@ def _run_point(backend, point: Point, spec: WorkloadSpec, timer, mem, progress: 
            "tokens_per_s": tokens / stats["latency_median_s"] if stats["latency_median_s"] > 0 else None,
            "peak_memory_bytes": peak, "memory_kind": mem.kind, "trace_path": trace_path,
            "tokens_per_step": tokens, **workload.info}
+    if trace_path:
+        row.update(_trace_summary(trace_path, stats["latency_median_s"]))
     backend.release()
     return row
+
+
+def _trace_summary(path: str, timed_median_s: float) -> dict[str, Any]:
+    """Per-run trace figures stored with the point, with the traced span next to the timed median
+    of the same point so nobody mistakes profiler overhead for the workload's."""
+    try:
+        from perfbench.trace import analyze, profiler_overhead
+
+        an = analyze(path)
+        return {"trace_figures": an.as_dict(), **profiler_overhead(an, timed_median_s * 1e6)}
+    except Exception as exc:  # the trace file stays; its analysis can be rerun with `perfbench trace`
+        return {"trace_error": f"{type(exc).__name__}: {exc}"[:500]}
 
 
 def _capture(workload, timer, trace_dir: Path, run_id: str, label: str) -> str:

@@ -224,3 +224,15 @@ def test_trace_capture_on_cpu(store_path):
     assert path.endswith(".json.gz") and res.run_id in path
     figs = analyze(path).figures
     assert figs.has_gpu is False and figs.bound is None and "GPU" in figs.note
+    # The point keeps the trace's figures and the traced span against its own timed median.
+    assert p["extra"]["trace_figures"]["has_gpu"] is False
+    assert p["extra"]["timed_median_us"] == pytest.approx(p["latency_median_s"] * 1e6)
+    assert p["extra"]["traced_span_us"] > 0 and p["extra"]["profiler_overhead_ratio"] > 0
+
+    out = run_cli("trace", "run", res.run_id, "--store", str(store_path), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert {"points", "transition_batch", "methods", "agree"} <= set(d)
+    assert d["points"][0]["batch_size"] == 2 and d["points"][0]["has_gpu"] is False
+    untraced = run_cli("trace", "run", res.run_id, "--store", str(store_path.parent / "none.sqlite"))
+    assert untraced.returncode == 3

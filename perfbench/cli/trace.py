@@ -300,3 +300,51 @@ def overhead_cmd(
         f"traced span {_fmt(res['traced_span_us'], 'us')} vs timed median {_fmt(res['timed_median_us'], 'us')}: "
         f"ratio {_fmt(res['profiler_overhead_ratio'])} (profiler overhead, not the workload's)"
     )
+
+
+@app.command("run")
+def run_cmd(
+    run_id: str = typer.Argument(..., help="A stored run captured with measure.trace: true (or --trace)."),
+    store: Path = typer.Option(Path("results") / "perfbench.sqlite", "--store", help="Results database."),
+    fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
+) -> None:
+    """The batch-sweep analysis of a stored traced run: per-point figures, profiler overhead against
+    the timed median of the same point, and the CPU->GPU-bound transition (latency from the timed,
+    untraced medians)."""
+    _check(fmt, "--format", ("table", "json"))
+    from perfbench.store import ResultsStore
+    from perfbench.trace import analyze, detect_transition, profiler_overhead
+
+    with ResultsStore(store, create=False) as st:
+        run = st.get_run(run_id)
+    pts = [p for p in run["points"] if p["status"] == "ok" and p.get("trace_path")]
+    if not pts:
+        raise InputError(f"run {run['run_id']} has no traced points: run it with --trace "
+                         "(or measure.trace: true)")
+    pts.sort(key=lambda p: p["batch_size"])
+    analyses = [analyze(p["trace_path"]) for p in pts]
+    bs = [p["batch_size"] for p in pts]
+    lat_us = [p["latency_median_s"] * 1e6 for p in pts]
+    tr = detect_transition(bs, analyses, lat_us)
+    points = [{"batch_size": b, **a.as_dict(), **profiler_overhead(a, l), "trace_path": p["trace_path"]}
+              for b, a, l, p in zip(bs, analyses, lat_us, pts)]
+    if fmt == "json":
+        print_json({"run_id": run["run_id"], "name": run["name"], "points": points, **tr.as_dict()})
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{run['name']} ({run['run_id']}): traced batch sweep", title_justify="left")
+    cols = ("batch_size", "tklqt_us", "launch_call_us", "queue_us", "kernels", "gpu_util",
+            "idle_host_wait_us", "bound", "timed_median_us", "traced_span_us", "profiler_overhead_ratio")
+    for c in cols:
+        t.add_column(c.replace("_us", " (us)") if c.endswith("_us") else c, justify="right")
+    for p in points:
+        t.add_row(*[_fmt(p[c]) if not isinstance(p[c], float) else f"{p[c]:,.3f}" if c.endswith("ratio") or c == "gpu_util"
+                    else f"{p[c]:,.1f}" for c in cols])
+    console.print(t)
+    console.print(f"transition batch (TKLQT): [bold]{tr.transition_batch if tr.transition_batch is not None else 'none in range'}[/]")
+    for m, b in tr.methods.items():
+        console.print(f"  {m:>8}: {b if b is not None else 'none in range'}")
+    console.print(f"  methods agree: {'yes' if tr.agree else 'no'}  (latency knee from timed, untraced medians)")
+    if not analyses[0].figures.has_gpu:
+        console.print("[yellow]note:[/] CPU-only traces: no GPU activity, so there is no TKLQT or launch-bound analysis")

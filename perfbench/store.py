@@ -197,6 +197,11 @@ class ResultsStore:
             c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                       (str(STORE_SCHEMA_VERSION),))
 
+    def query(self, sql: str, args: tuple | list = (), *, what: str = "read") -> list[sqlite3.Row]:
+        """A read-only query for modules that keep their own tables in the store (sweeps)."""
+        with self._translate_errors(what):
+            return self._conn.execute(sql, args).fetchall()
+
     def close(self) -> None:
         self._conn.close()
 

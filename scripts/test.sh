@@ -3,5 +3,6 @@
 # on a GPU machine run them with: bash scripts/test.sh -m gpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+# The tests cover the optional parts too: sweeps (optuna), the Ray executor, plotly figures.
+PERFBENCH_EXTRAS=${PERFBENCH_EXTRAS:-dev,sweep,ray,dashboard} bash scripts/setup.sh
 exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,82 @@
+"""The Ray executor against a real local Ray instance started by the test (2 CPUs, no dashboard),
+driven through the CLI with --address; and the clear errors when an optional extra is missing."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from perfbench.errors import InputError
+from perfbench.store import ResultsStore
+from perfbench.sweep.executors import RayExecutor, ray_gpus_per_trial
+from tests.conftest import run_cli, tiny_spec
+
+
+def test_missing_extras_give_clear_errors(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(InputError, match=r"perfbench\[ray\]"):
+        RayExecutor(address=None, timeout_s=10, device="cpu")
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    from perfbench.sweep.search import BayesSampler
+    from perfbench.sweep.spec import parse_sweep
+
+    sweep = parse_sweep({"name": "b", "workload": tiny_spec(batch_sizes=[1]), "method": "bayes",
+                         "parameters": {"batch_size": {"values": [1, 2]}}})
+    with pytest.raises(InputError, match=r"perfbench\[sweep\]"):
+        BayesSampler(sweep, [])
+
+
+def test_one_gpu_per_trial_where_the_workload_needs_one():
+    class FakeRay:
+        def __init__(self, gpus):
+            self.gpus = gpus
+
+        def cluster_resources(self):
+            return {"CPU": 8.0, **({"GPU": self.gpus} if self.gpus else {})}
+
+    assert ray_gpus_per_trial("cuda", FakeRay(0)) == 1
+    assert ray_gpus_per_trial("auto", FakeRay(2)) == 1
+    assert ray_gpus_per_trial("auto", FakeRay(0)) == 0
+    assert ray_gpus_per_trial("cpu", FakeRay(2)) == 0
+
+
+@pytest.mark.slow
+def test_ray_executor_runs_a_small_sweep(write_spec, store_path, monkeypatch):
+    ray = pytest.importorskip("ray", reason="the Ray executor needs the `ray` extra: pip install 'perfbench[ray]'")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster: no token files
+    spec = write_spec({
+        "name": "ray-grid",
+        "workload": tiny_spec(batch_sizes=[1], seq_len=8, measure={"warmup": 1, "repeats": 2, "min_seconds": 0}),
+        "method": "grid",
+        "parameters": {"batch_size": {"values": [1, 2]}, "weights": {"values": [None, "/nonexistent/w"]}},
+    }, "ray.yaml")
+    ctx = ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
+                   log_to_driver=False, configure_logging=False)
+    try:
+        address = ctx.address_info["gcs_address"]
+        r = run_cli("sweep", "run", str(spec), "--store", str(store_path), "--executor", "ray",
+                    "--address", address, "--jobs", "2", "--trial-timeout", "120", "--format", "json",
+                    env={"RAY_AUTH_MODE": "disabled"}, timeout=240)
+    finally:
+        ray.shutdown()
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert (s["trials"], s["completed"], s["failed"]) == (4, 2, 2)
+    by = {(t["params"]["batch_size"], t["params"]["weights"]): t for t in s["results"]}
+    assert by[(2, None)]["status"] == "completed" and by[(2, None)]["metric"] > 0
+    assert "nonexistent" in by[(1, "/nonexistent/w")]["reason"]
+    # The trials ran in the workers' private stores; their runs were copied into ours, points and all.
+    with ResultsStore(store_path) as st:
+        runs = {x["run_id"]: x for x in st.list_runs(sweep_id=s["sweep_id"])}
+        assert set(runs) == {t["run_id"] for t in s["results"]}
+        ok = st.get_run(by[(1, None)]["run_id"])
+    assert ok["status"] == "completed" and ok["sweep_id"] == s["sweep_id"]
+    assert ok["points"][0]["status"] == "ok" and len(ok["points"][0]["samples_s"]) == 2
+    assert runs[by[(2, "/nonexistent/w")]["run_id"]]["status"] == "failed"
+    with ResultsStore(store_path) as st:
+        from perfbench.sweep.db import SweepDB
+
+        (sw,) = SweepDB(st).list_sweeps()
+    assert sw["executor"] == "ray" and sw["status"] == "completed"

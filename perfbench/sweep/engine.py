@@ -230,10 +230,15 @@ def _run(sweep: Sweep, store: ResultsStore, db: SweepDB, ex: Any, hardware_id: s
                 sampler.tell(task.params, trial["metric"] if trial["status"] == "completed" else None)
                 hooks.on_trial_end(trial, state)
     except KeyboardInterrupt:
-        for task in ex.cancel_all():
-            db.finish_trial(sweep_id, task.key, status="pending", run_id=None, metric=None,
-                            peak_memory_bytes=None, reason="interrupted (Ctrl-C); runs again on resume",
-                            wall_s=None, measure_s=None, result=None)
+        ex.cancel_all()
+        # Every trial still marked running goes back to pending: the cancelled ones, and one whose
+        # outcome arrived but was not recorded yet when Ctrl-C came (its finished run, if any, is
+        # adopted on resume instead of being measured again).
+        for t in db.trials(sweep_id):
+            if t["status"] == "running":
+                db.finish_trial(sweep_id, t["trial_key"], status="pending", run_id=None, metric=None,
+                                peak_memory_bytes=None, reason="interrupted (Ctrl-C); runs again on resume",
+                                wall_s=None, measure_s=None, result=None)
         db.finish_sweep(sweep_id, "interrupted", "interrupted by the user (Ctrl-C)")
         raise
     except BaseException as exc:

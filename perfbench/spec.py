@@ -11,13 +11,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from perfbench.backends import BACKENDS, config_class
 from perfbench.backends.base import BackendConfig, Point
 from perfbench.errors import SpecError
 from perfbench.models.arch import PRESETS, ModelArch, resolve_model
+from perfbench.validation import problems as validation_problems
+from perfbench.validation import read_yaml
 
 Phase = Literal["prefill", "decode", "generate"]
 DType = Literal["float32", "float16", "bfloat16"]
@@ -100,66 +101,6 @@ class WorkloadSpec(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _fmt_loc(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc)
-
-
-def _allowed_fields(model_cls: type[BaseModel], loc: tuple) -> list[str] | None:
-    """Field names allowed at the parent of `loc`, for 'unknown field' messages."""
-    cls: Any = model_cls
-    for part in loc[:-1]:
-        field = getattr(cls, "model_fields", {}).get(part)
-        if field is None:
-            return None
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            cls = ann
-        else:
-            return None
-    return sorted(getattr(cls, "model_fields", {}))
-
-
-def _problems(exc: ValidationError, model_cls: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
-    out = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        # Drop pydantic's union-branch tags (e.g. 'str', 'dict[str,any]') from paths.
-        loc = tuple(p for p in loc if p not in ("str", "dict[str,any]", "int", "float"))
-        path = prefix + _fmt_loc(loc) if loc else prefix.rstrip(".")
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_fields(model_cls, loc)
-            msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        else:
-            msg = err["msg"]
-            if err["type"] == "value_error":
-                msg = msg.removeprefix("Value error, ")
-            if "input" in err and err["type"] not in ("value_error",) and not isinstance(err["input"], (dict, list)):
-                msg += f" (got {err['input']!r})"
-        out.append((path, msg))
-    return out
-
-
-def read_yaml(path: Path) -> Any:
-    """Read a YAML file, turning I/O and syntax errors into SpecError naming the file."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpecError(str(path), [("", "file not found")]) from None
-    except OSError as exc:
-        raise SpecError(str(path), [("", f"cannot read file: {exc.strerror or exc}")]) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(str(path), [("", f"not valid YAML{where}: {problem}")]) from None
-
-
 def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) -> WorkloadSpec:
     """Validate a spec mapping. All problems found are reported at once."""
     if not isinstance(data, dict):
@@ -168,7 +109,7 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
     try:
         spec = WorkloadSpec.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_problems(exc, WorkloadSpec))
+        problems.extend(validation_problems(exc, WorkloadSpec))
         spec = None
 
     # The model: a preset name or an architecture mapping.
@@ -182,7 +123,7 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
                              f"unknown preset {exc.args[0]!r}; allowed: {', '.join(PRESETS)} "
                              "or a mapping of architecture fields (family: llama|bert, hidden_size, ...)"))
         except ValidationError as exc:
-            problems.extend(_problems(exc, ModelArch, prefix="model."))
+            problems.extend(validation_problems(exc, ModelArch, prefix="model."))
 
     # The backend: validated by its own config class, so new backends need no change here.
     backend = data.get("backend", {"name": "torch"})
@@ -196,7 +137,7 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
             try:
                 config_class(name).model_validate(backend)
             except ValidationError as exc:
-                problems.extend(_problems(exc, config_class(name), prefix="backend."))
+                problems.extend(validation_problems(exc, config_class(name), prefix="backend."))
 
     # Cross-field rules.
     if spec is not None and arch is not None:

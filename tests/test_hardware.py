@@ -189,7 +189,7 @@ def test_unknown_field_names_file_path_and_allowed(profile_dir):
     assert ei.value.source == str(path)
     probs = _problems(ei.value)
     assert "unknown field" in probs["dense_flops.bf16"] and "bfloat16" in probs["dense_flops.bf16"]
-    assert "allowed here: name, description, kind" in probs["colour"]
+    assert "allowed: name, description, kind" in probs["colour"]
     assert str(path) in str(ei.value)
 
 

@@ -144,7 +144,7 @@ def detect(
     else:
         what = (f"GPU {fp['gpus'][0].get('name')!r}" if fp["gpus"]
                 else f"cpu_model {fp.get('cpu_model')!r}")
-        console.print(f"[bold yellow]profile:[/] no hardware profile matches this machine ", end="")
+        console.print("[bold yellow]profile:[/] no hardware profile matches this machine ", end="")
         console.print(_txt(f"({what})."))
         if fallback is not None:
             console.print(f"fallback: {fallback.name} - conservative assumptions, not this machine's "

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import perfbench
 from perfbench.errors import InputError, SpecError
+from perfbench.validation import problems as validation_problems
+from perfbench.validation import read_yaml
 
 #: Environment variable naming a directory of profiles that replaces the shipped one.
 PROFILES_ENV = "PERFBENCH_HW_PROFILES"
@@ -251,21 +250,6 @@ class HardwareProfile(_Strict):
 # --------------------------------------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `989.4e12` and `1e9` as floats (YAML 1.2), not strings."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                   |[-+]?\.(?:inf|Inf|INF)
-                   |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
-
-
 def profiles_dir() -> Path:
     """`$PERFBENCH_HW_PROFILES` if set, else `<repo root>/hw_profiles`."""
     env = os.environ.get(PROFILES_ENV)
@@ -290,78 +274,6 @@ def _profile_files(directory: Path) -> dict[str, Path]:
 def profile_names(directory: Path | None = None) -> list[str]:
     """Names of the profiles in `directory` (default `profiles_dir()`), from file names only."""
     return sorted(_profile_files(directory or profiles_dir()))
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpecError(str(path), [("", "file not found")]) from None
-    except OSError as exc:
-        raise SpecError(str(path), [("", f"cannot read file: {exc.strerror or exc}")]) from None
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(str(path), [("", f"not valid YAML{where}: {problem}")]) from None
-
-
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    """The model class that owns the last element of `loc` (for 'allowed fields' messages)."""
-    cls: type[BaseModel] = HardwareProfile
-    for part in loc[:-1]:
-        field = cls.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
-            return None
-        ann = field.annotation
-        if typing.get_origin(ann) in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(ann) if a is not type(None)]
-            ann = members[0] if len(members) == 1 else None
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            cls = ann
-        else:
-            return None
-    return cls
-
-
-_ALLOWED_HINTS = {
-    "float_type": "a number such as 989.4e12",
-    "int_type": "a whole number such as 85899345920",
-    "string_type": "text",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "dict_type": "a mapping",
-    "list_type": "a list",
-}
-
-
-def _problems(exc: ValidationError) -> list[tuple[str, str]]:
-    out = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        path = ".".join(str(p) for p in loc)
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            owner = _model_at(loc)
-            allowed = list(owner.model_fields) if owner is not None else []
-            msg = "unknown field" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
-        elif kind == "missing":
-            msg = "required field is missing"
-        elif kind == "value_error":
-            msg = err["msg"].removeprefix("Value error, ")
-        else:
-            msg = err["msg"]
-            hint = _ALLOWED_HINTS.get(kind)
-            if hint:
-                msg += f"; expected {hint}"
-            if "input" in err and not isinstance(err["input"], (dict, list)):
-                msg += f" (got {err['input']!r})"
-        out.append((path, msg))
-    return out
 
 
 def _consistency(p: HardwareProfile) -> list[tuple[str, str]]:
@@ -391,7 +303,7 @@ def parse_profile(data: Any, source: str = "<profile>", *, expected_name: str | 
     try:
         profile = HardwareProfile.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(source, _problems(exc)) from None
+        raise SpecError(source, validation_problems(exc, HardwareProfile)) from None
     problems = _consistency(profile)
     if expected_name is not None and profile.name != expected_name:
         problems.insert(0, ("name", f"must match the file name: expected {expected_name!r}, "
@@ -402,7 +314,7 @@ def parse_profile(data: Any, source: str = "<profile>", *, expected_name: str | 
 
 
 def _load_file(path: Path) -> HardwareProfile:
-    return parse_profile(_read_yaml(path), str(path), expected_name=path.stem)
+    return parse_profile(read_yaml(path), str(path), expected_name=path.stem)
 
 
 def _looks_like_path(s: str) -> bool:

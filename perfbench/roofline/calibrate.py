@@ -60,7 +60,7 @@ def matmul_peak(device: str, dtype: str, shapes: list[tuple[int, int, int]], *, 
         flops = 2.0 * m * n * k
         results.append({"shape": [m, n, k], "flops_per_s": flops / r["median_s"],
                         "median_s": r["median_s"], "n": r["n"]})
-        del a, b, c
+        a = b = c = None  # free before the next, larger shape
     ok = [r for r in results if "flops_per_s" in r]
     if not ok:
         return {"dtype": dtype, "flops_per_s": None, "shapes": results,

@@ -24,7 +24,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from perfbench.errors import SpecError
-from perfbench.spec import MeasureConfig, WorkloadSpec, _problems, parse_spec, read_yaml
+from perfbench.spec import MeasureConfig, WorkloadSpec, parse_spec
+from perfbench.validation import problems as _problems
+from perfbench.validation import read_yaml
 
 #: Metrics a sweep may optimise (point fields), with the goal used when the spec gives none.
 METRICS: dict[str, str] = {

@@ -1,0 +1,113 @@
+"""Shared YAML reading and validation messages for every YAML perfbench reads (workload specs,
+hardware profiles, sweeps), so each bad file gets the same clear error: the file, the dotted field
+path, and what is allowed."""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from perfbench.errors import SpecError
+
+
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `989.4e12` and `1e9` as floats (YAML 1.2), not strings."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: Path) -> Any:
+    """Read a YAML file, turning I/O and syntax errors into SpecError naming the file."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise SpecError(str(path), [("", "file not found")]) from None
+    except OSError as exc:
+        raise SpecError(str(path), [("", f"cannot read file: {exc.strerror or exc}")]) from None
+    try:
+        return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(str(path), [("", f"not valid YAML{where}: {problem}")]) from None
+
+
+def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model class that owns the last element of `loc` (for 'allowed fields' messages)."""
+    cls: type[BaseModel] = root
+    for part in loc[:-1]:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        if typing.get_origin(ann) in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(ann) if a is not type(None)]
+            ann = members[0] if len(members) == 1 else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            cls = ann
+        else:
+            return None
+    return cls
+
+
+_ALLOWED_HINTS = {
+    "float_type": "a number such as 989.4e12",
+    "float_parsing": "a number such as 989.4e12",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "string_type": "text",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+
+#: pydantic's union-branch tags that must not appear in user-facing field paths.
+_UNION_TAGS = {"str", "int", "float", "bool", "dict[str,any]", "list[int]"}
+
+
+def problems(exc: ValidationError, root: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted field path, message saying what is allowed) for each error in `exc`."""
+    out = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"]
+                    if not (isinstance(p, str) and (p.startswith("function-") or p in _UNION_TAGS)))
+        path = prefix + ".".join(str(p) for p in loc) if loc else prefix.rstrip(".")
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            owner = _model_at(root, loc)
+            allowed = list(owner.model_fields) if owner is not None else []
+            msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        elif kind == "missing":
+            msg = "required field is missing"
+        elif kind == "value_error":
+            msg = err["msg"].removeprefix("Value error, ")
+        else:
+            msg = err["msg"]
+            hint = _ALLOWED_HINTS.get(kind)
+            if hint:
+                msg += f"; expected {hint}"
+            if "input" in err and not isinstance(err["input"], (dict, list)):
+                msg += f" (got {err['input']!r})"
+        out.append((path, msg))
+    return out

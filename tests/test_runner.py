@@ -235,3 +235,16 @@ def test_trace_capture_on_cpu(store_path):
     assert d["points"][0]["batch_size"] == 2 and d["points"][0]["has_gpu"] is False
     untraced = run_cli("trace", "run", res.run_id, "--store", str(store_path.parent / "none.sqlite"))
     assert untraced.returncode == 3
+
+
+@pytest.mark.slow
+def test_torch_compile_default_on_cpu(store_path):
+    """The compiled path really compiles (warm-up pays for it) and measures like eager."""
+    _, run = _run(tiny_spec(batch_sizes=[1, 2], backend={"compile": "default"},
+                            measure={"warmup": 2, "repeats": 3}), store_path)
+    assert run["backend_info"]["compile"] == "default"
+    for p in run["points"]:
+        assert p["status"] == "ok", p["error"]
+    # The first point's warm-up includes compilation: far longer than its timed iterations.
+    first = run["points"][0]
+    assert first["warmup_s"] > 20 * first["latency_median_s"]

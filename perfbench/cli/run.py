@@ -67,6 +67,10 @@ def run(
 
     if fmt not in ("table", "json"):
         raise InputError(f"--format must be table or json, got {fmt!r}")
+    if spec == DEFAULT_SPEC and not spec.exists():  # the embedded default, from any directory
+        from perfbench.provenance import REPO_ROOT
+
+        spec = REPO_ROOT / DEFAULT_SPEC
     ws = load_spec(spec)  # validates everything (device included) before the store is touched
     if trace is not None:
         ws = ws.model_copy(update={"measure": ws.measure.model_copy(update={"trace": trace})})

@@ -34,8 +34,12 @@ class TorchBackend(BackendBase):
                 if hasattr(dyn, knob):
                     setattr(dyn, knob, max(getattr(dyn, knob), 256))
             # Compile forward in place so generate() uses the compiled graph too.
+            # Prefill shapes are fixed per point: specialise (dynamic=False). Decode and generate
+            # grow the KV cache every step: let dynamo mark that dimension dynamic instead of
+            # recompiling for every context length.
+            dynamic = False if spec.phase == "prefill" else None
             self.model.forward = torch.compile(self.model.forward, mode=_COMPILE_MODES[cfg.compile],
-                                               dynamic=False)
+                                               dynamic=dynamic)
         return {
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "load_s": time.perf_counter() - t0,

@@ -101,6 +101,32 @@ class WorkloadSpec(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+#: Override path that means "measure just this batch size" (sets batch_sizes: [v]).
+BATCH_SIZE = "batch_size"
+
+
+def set_path(workload: dict[str, Any], path: str, value: Any) -> None:
+    """Set one field of a workload mapping by dotted path (`backend.compile`, `measure.repeats`).
+
+    Used by sweeps and by `perfbench run --set`; the result is validated like any spec, so a bad
+    path or value is reported with its field. `batch_size` sets `batch_sizes: [value]`; a field of
+    a preset model (`model.num_hidden_layers`) turns the preset into {preset: ..., field: value}.
+    """
+    if path == BATCH_SIZE:
+        workload["batch_sizes"] = [value]
+        return
+    head, _, leaf = path.partition(".")
+    if not leaf:
+        workload[head] = value
+        return
+    parent = workload.get(head)
+    if head == "model" and isinstance(parent, str):
+        parent = {"preset": parent}  # a preset with one field overridden
+    parent = dict(parent or {})
+    parent[leaf] = value
+    workload[head] = parent
+
+
 def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) -> WorkloadSpec:
     """Validate a spec mapping. All problems found are reported at once."""
     if not isinstance(data, dict):
@@ -167,7 +193,31 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
     return spec
 
 
-def load_spec(path: str | Path, *, check_device: bool = True) -> WorkloadSpec:
-    """Load and validate a workload spec file."""
+def load_spec(path: str | Path, *, check_device: bool = True,
+              overrides: list[str] | None = None) -> WorkloadSpec:
+    """Load and validate a workload spec file, with optional `KEY=VALUE` overrides (values are
+    YAML: `backend.compile=reduce-overhead`, `batch_sizes=[1,8]`, `measure.trace=true`)."""
+    import copy
+
+    import yaml
+
+    from perfbench.validation import YamlLoader
+
     path = Path(path)
-    return parse_spec(read_yaml(path), str(path), check_device=check_device)
+    data = read_yaml(path)
+    source = str(path)
+    if overrides:
+        if not isinstance(data, dict):
+            raise SpecError(source, [("", f"expected a mapping of fields, got {type(data).__name__}")])
+        data = copy.deepcopy(data)
+        for item in overrides:
+            key, eq, raw = item.partition("=")
+            if not eq or not key.strip():
+                raise SpecError(source, [("--set", f"expected KEY=VALUE (e.g. backend.compile=default), got {item!r}")])
+            try:
+                value = yaml.load(raw, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+            except yaml.YAMLError:
+                value = raw
+            set_path(data, key.strip(), value)
+        source += " (with --set " + ", ".join(overrides) + ")"
+    return parse_spec(data, source, check_device=check_device)

@@ -132,3 +132,19 @@ def test_cli_bad_spec_creates_no_store(write_spec, store_path):
     assert r.returncode == 2
     assert "seq_len" in r.stderr
     assert not store_path.exists()
+
+
+def test_overrides_by_dotted_path(write_spec):
+    from perfbench.spec import load_spec
+
+    path = write_spec(tiny_spec())
+    spec = load_spec(path, overrides=["backend.compile=default", "batch_sizes=[1, 8]",
+                                      "measure.trace=true", "model.num_hidden_layers=1"])
+    assert spec.backend_config.compile == "default" and spec.batch_sizes == [1, 8]
+    assert spec.measure.trace is True and spec.arch.num_hidden_layers == 1
+    assert load_spec(path, overrides=["batch_size=4"]).batch_sizes == [4]
+    with pytest.raises(SpecError) as ei:
+        load_spec(path, overrides=["measure.repeats=0"])
+    assert "--set measure.repeats=0" in str(ei.value) and "measure.repeats" in dict(ei.value.problems)
+    with pytest.raises(SpecError, match="KEY=VALUE"):
+        load_spec(path, overrides=["oops"])

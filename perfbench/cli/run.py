@@ -60,6 +60,9 @@ def run(
                                          help="Override measure.trace: profile one extra iteration per point."),
     fmt: str = typer.Option("table", "--format", help="table | json"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    overrides: Optional[list[str]] = typer.Option(
+        None, "--set", help="Override a spec field by dotted path, e.g. --set backend.compile=reduce-overhead "
+                            "--set batch_sizes=[1,8] (repeatable; validated like the file)."),
 ) -> None:
     """Run a workload spec: warm up, repeat, time with device sync, store every point."""
     from perfbench.errors import InputError
@@ -71,7 +74,7 @@ def run(
         from perfbench.provenance import REPO_ROOT
 
         spec = REPO_ROOT / DEFAULT_SPEC
-    ws = load_spec(spec)  # validates everything (device included) before the store is touched
+    ws = load_spec(spec, overrides=overrides)  # validates everything (device included) before the store is touched
     if trace is not None:
         ws = ws.model_copy(update={"measure": ws.measure.model_copy(update={"trace": trace})})
 

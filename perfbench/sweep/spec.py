@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from perfbench.errors import SpecError
-from perfbench.spec import MeasureConfig, WorkloadSpec, parse_spec
+from perfbench.spec import BATCH_SIZE, MeasureConfig, WorkloadSpec, parse_spec, set_path
 from perfbench.validation import problems as _problems
 from perfbench.validation import read_yaml
 
@@ -42,7 +42,6 @@ METRICS: dict[str, str] = {
 }
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("int_uniform", "uniform", "log_uniform", "int_log_uniform")
-BATCH_SIZE = "batch_size"
 #: Cap on the points checked up front; beyond it the rest are checked when their trial starts.
 MAX_PRECHECK = 20000
 #: Workload fields a parameter may not set: they name things, they do not change a measurement.
@@ -215,23 +214,6 @@ def _path_problem(path: str, base: WorkloadSpec) -> str | None:
     if parts[1] not in sub:
         return f"unknown field {parts[1]!r} of {parts[0]}; allowed: {', '.join(sub)}"
     return None
-
-
-def set_path(workload: dict[str, Any], path: str, value: Any) -> None:
-    """Set one parameter on a (copied) workload mapping."""
-    if path == BATCH_SIZE:
-        workload["batch_sizes"] = [value]
-        return
-    head, _, leaf = path.partition(".")
-    if not leaf:
-        workload[head] = value
-        return
-    parent = workload.get(head)
-    if head == "model" and isinstance(parent, str):
-        parent = {"preset": parent}  # a preset with one field overridden
-    parent = dict(parent or {})
-    parent[leaf] = value
-    workload[head] = parent
 
 
 class _Ambiguous:

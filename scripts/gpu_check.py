@@ -48,8 +48,8 @@ def reference_medians_ms() -> dict[int, float]:
 
 def reference_ceilings() -> dict[str, float]:
     text = FIXTURE_README.read_text()
-    m = re.search(r"matmul ([\d.]+) TFLOP/s", text)
-    c = re.search(r"copy ([\d.]+) TB/s", text)
+    m = re.search(r"matmul\s+([\d.]+) TFLOP/s", text)
+    c = re.search(r"copy\s+([\d.]+) TB/s", text)
     return {"bf16_tflops": float(m.group(1)) if m else None, "copy_tbs": float(c.group(1)) if c else None}
 
 

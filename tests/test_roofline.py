@@ -180,3 +180,30 @@ def test_plotly_figures_build():
     assert len(f.data) == 3
     g = latency_plotly(rows)
     assert [t.name for t in g.data][:3] == ["roofline floor", "CPU launch overhead", "remainder"]
+
+
+def test_place_with_real_h100_traces():
+    """The latency split on real H100 traces (the fixtures) with their README's timed medians:
+    batch 1 is mostly CPU launch overhead, batch 64 mostly kernels running below the roof."""
+    from perfbench.hardware import load_profile
+    from perfbench.roofline.place import place_run
+    from tests.conftest import FIXTURES
+
+    h100 = load_profile("h100-sxm")
+    traces = FIXTURES / "traces" / "h100"
+    medians_s = {1: 16.28e-3, 16: 22.36e-3, 64: 48.58e-3}  # tests/fixtures/traces/h100/README.md
+    run = {"spec": {"model": "llama-3.2-1b", "phase": "prefill", "dtype": "bfloat16"},
+           "points": [{"status": "ok", "batch_size": b, "seq_len": 128, "new_tokens": 0,
+                       "latency_median_s": m, "trace_path": str(traces / f"llama1b_prefill_eager_b{b}.json.gz")}
+                      for b, m in medians_s.items()]}
+    rows = {r["batch_size"]: r for r in place_run(run, peak_flops=h100.peak_flops("bfloat16"),
+                                                   bandwidth=h100.memory_bandwidth)}
+    for r in rows.values():
+        assert r["floor_s"] + r["cpu_overhead_s"] + r["remainder_s"] == pytest.approx(r["latency_median_s"])
+        assert 0 < r["cpu_overhead_scale"] <= 1  # the profiler's slowdown is scaled out
+        kinds = {o["op_type"]: o for o in r["ops"]}
+        assert 0.3 < kinds["matmul"]["roof_share"] < 1.0
+    assert rows[1]["cpu_overhead_s"] > 0.5 * rows[1]["latency_median_s"]
+    assert rows[64]["cpu_overhead_s"] < 0.1 * rows[64]["latency_median_s"]
+    assert rows[64]["floor_s"] > 0.4 * rows[64]["latency_median_s"]
+    assert rows[1]["roof_share"] < rows[16]["roof_share"] < rows[64]["roof_share"]

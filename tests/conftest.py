@@ -14,6 +14,15 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+def as_if_in_a_terminal() -> None:
+    """preexec_fn for processes the tests interrupt: a shell without job control starts background
+    jobs with SIGINT ignored (CI may run us that way), and a Python started so never sees Ctrl-C.
+    A user's terminal does not ignore it, so neither does the child here."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None,
             input: str | None = None) -> subprocess.CompletedProcess:
     """Run `python -m perfbench ARGS` as a user would, capturing output."""

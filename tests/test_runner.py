@@ -15,7 +15,7 @@ from perfbench.runner import run_spec
 from perfbench.spec import parse_spec
 from perfbench.stats import percentile, summarize
 from perfbench.store import ResultsStore
-from tests.conftest import REPO, run_cli, tiny_spec
+from tests.conftest import REPO, as_if_in_a_terminal, run_cli, tiny_spec
 
 
 def test_summarize_known_samples():
@@ -147,7 +147,7 @@ def test_interrupted_run_keeps_completed_points(write_spec, store_path, sig):
                                 measure={"repeats": 2, "min_seconds": 0.4}))
     proc = subprocess.Popen([sys.executable, "-m", "perfbench", "run", str(spec), "--store",
                              str(store_path), "-q"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=as_if_in_a_terminal)
     _wait_for_points(store_path, 1, proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)

@@ -20,7 +20,7 @@ from perfbench.sweep.db import SweepDB
 from perfbench.sweep.engine import evaluate, run_sweep
 from perfbench.sweep.landscape import load_sweep_data
 from perfbench.sweep.spec import parse_sweep
-from tests.conftest import REPO, run_cli, tiny_spec
+from tests.conftest import REPO, as_if_in_a_terminal, run_cli, tiny_spec
 
 #: Each trial: one batch size, 2 timed iterations, no minimum time.
 FAST = {"warmup": 1, "repeats": 2, "min_seconds": 0.0}
@@ -221,7 +221,7 @@ def _start(spec, store_path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     return subprocess.Popen([sys.executable, "-m", "perfbench", "sweep", "run", str(spec), "--store",
                              str(store_path), "-q"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=as_if_in_a_terminal)
 
 
 def _wait_completed(store_path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -137,15 +137,41 @@ class ResultsStore:
             self._conn.row_factory = sqlite3.Row
             self._conn.execute("PRAGMA foreign_keys=ON")
             with self._translate_errors("open"):
-                mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if mode.lower() != "wal":  # e.g. a network filesystem: still correct, just slower
-                    self._conn.execute("PRAGMA journal_mode=DELETE")
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-                self._init_schema()
+                self._retry_busy(self._open_schema)
         except sqlite3.Error as exc:  # connect itself failed
             raise StoreError(f"cannot open results store {self.path}: {exc}") from None
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    def _open_schema(self) -> None:
+        # WAL is persistent: switch only if needed. The switch needs an exclusive lock; under
+        # contention it may answer the old mode, which is still correct (just slower), so never
+        # force anything else.
+        if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._init_schema()
+
+    def _retry_busy(self, fn) -> None:
+        """Run `fn`, retrying while the database is busy, up to the timeout.
+
+        Opening a store that other processes are creating or recovering can answer SQLITE_BUSY at
+        once, without SQLite's busy handler waiting (journal-mode switch, WAL recovery).
+        """
+        import random
+        import time
+
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                msg = str(exc)
+                if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
+                    raise
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                time.sleep(random.uniform(0.01, 0.05))
 
     @contextmanager
     def _translate_errors(self, what: str) -> Iterator[None]:
@@ -190,12 +216,19 @@ class ResultsStore:
                 raise StoreError(f"{self.path} was written by a newer perfbench (store schema "
                                  f"{row[0]} > {STORE_SCHEMA_VERSION}); upgrade perfbench")
             return
-        with self.transaction("create the schema") as c:
+        # Raw transaction (not `transaction()`): a busy error must reach `_retry_busy` untranslated.
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
             c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                       (str(STORE_SCHEMA_VERSION),))
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
 
     def query(self, sql: str, args: tuple | list = (), *, what: str = "read") -> list[sqlite3.Row]:
         """A read-only query for modules that keep their own tables in the store (sweeps)."""

@@ -21,7 +21,7 @@ them):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from perfbench.models.arch import ModelArch
@@ -51,6 +51,7 @@ class OpCost:
     bytes: float
     count: int = 1  # how many layers repeat it
     matmul_flops: float = 0.0  # the part torch.utils.flop_counter counts (matmuls + attention)
+    in_layer: bool = False  # part of the repeated decoder/encoder layer
 
     @property
     def total_flops(self) -> float:
@@ -135,14 +136,11 @@ def model_ops(arch: ModelArch, *, phase: Literal["prefill", "decode"], batch: in
         if phase == "decode":  # append this token's K and V to the cache
             layer.append(OpCost("kv_cache_write", "elementwise", 0.0, 2 * batch * kvd * a * 2))
         for op in layer:
-            op.count = L
+            op.count, op.in_layer = L, True
         ops += layer
         ops.append(_eltwise("final_norm", t * h, ELEMENTWISE_FLOPS["rmsnorm"], 1, 1, a, h, w))
         head_tokens = t if (phase == "prefill" and lm_head_positions == "all") else batch
-        head = _linear("lm_head", head_tokens, h, v, a, w)
-        if phase == "prefill" and lm_head_positions == "last":
-            head.bytes += 0  # reading only the last row is already sized by head_tokens
-        ops.append(head)
+        ops.append(_linear("lm_head", head_tokens, h, v, a, w))
     else:  # bert
         ops.append(OpCost("embeddings", "embedding", 3.0 * t * h,
                           3 * t * h * w + t * h * a + t * 16))
@@ -162,7 +160,7 @@ def model_ops(arch: ModelArch, *, phase: Literal["prefill", "decode"], batch: in
                      2, 1, a, 2 * h, w),
         ]
         for op in layer:
-            op.count = L
+            op.count, op.in_layer = L, True
         ops += layer
         pool = _linear("pooler", batch, h, h, a, w, bias=True)
         ops.append(pool)
@@ -213,8 +211,7 @@ def analyze(arch: ModelArch, *, phase: str, batch: int, seq: int, peak_flops: fl
     total["roofline_time_s"] = sum(r["roofline_time_s"] for r in rows)
     total["bound"] = "compute" if sum(r["compute_time_s"] for r in rows if r["bound"] == "compute") >= \
         sum(r["memory_time_s"] for r in rows if r["bound"] == "memory") else "memory"
-    layer_ops = [op for op in ops if op.count == arch.num_hidden_layers and op.count > 1] or \
-        [op for op in ops if op.count > 1]
+    layer_ops = [op for op in ops if op.in_layer]
     per_layer = _row("per_layer", sum(o.flops for o in layer_ops), sum(o.bytes for o in layer_ops),
                      peak_flops, bandwidth)
     per_layer["roofline_time_s"] = sum(max(o.flops / peak_flops, o.bytes / bandwidth) for o in layer_ops)
@@ -232,7 +229,3 @@ def analyze(arch: ModelArch, *, phase: str, batch: int, seq: int, peak_flops: fl
         "layers": arch.num_hidden_layers,
         "ops": rows,
     }
-
-
-def opcost_dicts(ops: list[OpCost]) -> list[dict[str, Any]]:
-    return [asdict(o) for o in ops]

@@ -150,7 +150,9 @@ def plot_cmd(
 
     run, ceil, rows = _placed(run_id, store, hardware, ceilings)
     lines = {k: ceil[k] for k in ("datasheet", "measured") if ceil[k]}
-    title = f"{run['name']} on {ceil['profile'] or run['device']}"
+    spec = run["spec"]
+    model = spec["model"] if isinstance(spec["model"], str) else "custom model"
+    title = f"{run['name']}: {model} {spec['phase']} {spec['dtype']} on {ceil['profile'] or run['device']}"
     paths = save(roofline_matplotlib(rows, lines, title), out / f"roofline_{run['run_id']}")
     paths += save(latency_matplotlib(rows, title), out / f"latency_{run['run_id']}")
     for p in paths:

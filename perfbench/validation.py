@@ -68,6 +68,12 @@ def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return cls
 
 
+def _description(root: type[BaseModel], loc: tuple) -> str | None:
+    owner = _model_at(root, loc)
+    field = owner.model_fields.get(loc[-1]) if owner is not None and loc else None
+    return field.description if field is not None else None
+
+
 _ALLOWED_HINTS = {
     "float_type": "a number such as 989.4e12",
     "float_parsing": "a number such as 989.4e12",
@@ -102,6 +108,8 @@ def problems(exc: ValidationError, root: type[BaseModel], prefix: str = "") -> l
             msg = "required field is missing"
         elif kind == "value_error":
             msg = err["msg"].removeprefix("Value error, ")
+        elif kind == "string_pattern_mismatch" and _description(root, loc):
+            msg = f"must be {_description(root, loc)} (got {err.get('input')!r})"
         else:
             msg = err["msg"]
             hint = _ALLOWED_HINTS.get(kind)

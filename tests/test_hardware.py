@@ -496,3 +496,16 @@ def test_cli_bad_profile_file_exits_2(tmp_path):
     assert res.returncode == 2
     assert str(path) in res.stderr.replace("\n", "") and "memory.bandwidth.value" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_blank_source_is_rejected_with_a_clear_message(tmp_path):
+    from perfbench.hardware import load_profile
+
+    text = (REPO / "hw_profiles" / "h100-sxm.yaml").read_text()
+    bad = tmp_path / "h100-sxm.yaml"
+    bad.write_text(text.replace('source: "NVIDIA H100 datasheet: H100 SXM GPU memory bandwidth 3.35 TB/s"',
+                                'source: "  "'))
+    with pytest.raises(SpecError) as ei:
+        load_profile(bad)
+    msg = dict(ei.value.problems)["memory.bandwidth.source"]
+    assert "where the number comes from" in msg

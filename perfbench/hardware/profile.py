@@ -63,7 +63,8 @@ class _Strict(BaseModel):
 
 PositiveNumber = Annotated[float, Field(gt=0, strict=True)]
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
-Source = Annotated[str, Field(min_length=1, description="where the number comes from")]
+# Not only whitespace: every number must say where it comes from.
+Source = Annotated[str, Field(pattern=r"\S", description="text saying where the number comes from (datasheet, derivation)")]
 
 
 class Sourced(_Strict):
@@ -72,26 +73,12 @@ class Sourced(_Strict):
     value: PositiveNumber
     source: Source
 
-    @field_validator("source")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("source must say where the number comes from (datasheet, derivation)")
-        return v
-
 
 class SourcedInt(_Strict):
     """A positive integer (bytes, cores, lanes) and where it comes from."""
 
     value: PositiveInt
     source: Source
-
-    @field_validator("source")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("source must say where the number comes from (datasheet, derivation)")
-        return v
 
 
 class DenseFlops(_Strict):

@@ -181,6 +181,9 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
         if need > limit:
             problems.append(("seq_len", f"seq_len + new_tokens = {need} exceeds the model's "
                                         f"max_position_embeddings ({limit})"))
+    if spec is not None and spec.weights and not Path(spec.weights).expanduser().is_dir():
+        problems.append(("weights", f"{spec.weights!r} is not a directory; give a local checkpoint folder "
+                                    "(config.json + weights), or drop the field for seeded random weights"))
     if spec is not None and check_device and spec.device == "cuda" and not problems:
         from perfbench.devices import cuda_available
 

@@ -248,3 +248,22 @@ def test_torch_compile_default_on_cpu(store_path):
     # The first point's warm-up includes compilation: far longer than its timed iterations.
     first = run["points"][0]
     assert first["warmup_s"] > 20 * first["latency_median_s"]
+
+
+def test_local_weights_path_loads_real_weights(tmp_path, store_path):
+    """`weights:` loads a local checkpoint (never a hub): the model is the saved one, not the seed's."""
+    import torch
+
+    from perfbench.models import PRESETS
+    from perfbench.models.build import build_model
+
+    saved = build_model(PRESETS["tiny-llama"], dtype="float32", device="cpu", seed=123)
+    saved.save_pretrained(tmp_path / "ckpt")
+    loaded = build_model(PRESETS["tiny-llama"], dtype="float32", device="cpu", seed=0,
+                         weights=str(tmp_path / "ckpt"))
+    seeded = build_model(PRESETS["tiny-llama"], dtype="float32", device="cpu", seed=0)
+    w = "model.layers.0.mlp.down_proj.weight"
+    assert torch.equal(loaded.state_dict()[w], saved.state_dict()[w])
+    assert not torch.equal(loaded.state_dict()[w], seeded.state_dict()[w])
+    _, run = _run(tiny_spec(batch_sizes=[1], weights=str(tmp_path / "ckpt")), store_path)
+    assert run["points"][0]["status"] == "ok" and run["spec"]["weights"] == str(tmp_path / "ckpt")

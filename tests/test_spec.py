@@ -92,6 +92,10 @@ def test_phase_rules():
     assert "seq_len" in _problems(tiny_spec(seq_len=5000))
 
 
+def test_missing_weights_folder():
+    assert "not a directory" in _problems(tiny_spec(weights="/nonexistent/ckpt"))["weights"]
+
+
 def test_cuda_without_gpu(monkeypatch):
     monkeypatch.setattr("perfbench.devices.cuda_available", lambda: False)
     p = _problems(tiny_spec(device="cuda"))

@@ -51,8 +51,11 @@ def build_model(arch: ModelArch, *, dtype: str, device: str, seed: int,
     torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
     cls = AutoModelForCausalLM if arch.is_decoder else AutoModel
     if weights:
-        model = cls.from_pretrained(weights, dtype=torch_dtype, attn_implementation=attn_implementation,
-                                    local_files_only=True)
+        kw = dict(attn_implementation=attn_implementation, local_files_only=True)
+        try:
+            model = cls.from_pretrained(weights, dtype=torch_dtype, **kw)
+        except TypeError:  # transformers < 4.56 calls it torch_dtype
+            model = cls.from_pretrained(weights, torch_dtype=torch_dtype, **kw)
         model.to(device)
     else:
         torch.manual_seed(seed)
@@ -60,7 +63,10 @@ def build_model(arch: ModelArch, *, dtype: str, device: str, seed: int,
             torch.cuda.manual_seed_all(seed)
         cfg = hf_config(arch, attn_implementation)
         with torch.device(device):
-            model = cls.from_config(cfg, dtype=torch_dtype, attn_implementation=attn_implementation)
+            try:
+                model = cls.from_config(cfg, dtype=torch_dtype, attn_implementation=attn_implementation)
+            except TypeError:  # transformers < 4.56 calls it torch_dtype
+                model = cls.from_config(cfg, torch_dtype=torch_dtype, attn_implementation=attn_implementation)
     model.eval()
     if arch.is_decoder:
         gc = model.generation_config

@@ -213,7 +213,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--stages", default="detect,pytest,calibrate,prefill,bert,compiled")
-    ap.add_argument("--sweep-spec", default="workloads/sweeps/llama-3.2-1b-batch-compile.yaml")
+    ap.add_argument("--sweep-spec", default="workloads/sweeps/llama-3.2-1b-batch-compile-quick.yaml",
+                    help="the quick 8-trial sweep fits one 10-minute device call; the full one is "
+                         "workloads/sweeps/llama-3.2-1b-batch-compile.yaml")
     ap.add_argument("--smoke", action="store_true", help="tiny model on CPU: test this script without a GPU")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)

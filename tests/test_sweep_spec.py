@@ -38,6 +38,8 @@ def test_shipped_sweeps_are_valid():
     assert h100.planned_trials() == 32
     assert h100.axes()["backend.compile"] == ["none", "default", "reduce-overhead", "max-autotune"]
     assert h100.spec.constraints == {"max_peak_memory_bytes": 7e10}
+    quick = load_sweep(REPO / "workloads/sweeps/llama-3.2-1b-batch-compile-quick.yaml")
+    assert quick.planned_trials() == 8 and quick.default_params()[0]["backend.compile"] == "none"
 
 
 def test_workload_paths_resolve_from_the_sweep_file(tmp_path, monkeypatch):

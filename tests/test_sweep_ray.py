@@ -43,14 +43,16 @@ def test_one_gpu_per_trial_where_the_workload_needs_one():
 
 
 @pytest.mark.slow
-def test_ray_executor_runs_a_small_sweep(write_spec, store_path, monkeypatch):
+def test_ray_executor_runs_a_small_sweep(write_spec, store_path, monkeypatch, tmp_path):
     ray = pytest.importorskip("ray", reason="the Ray executor needs the `ray` extra: pip install 'perfbench[ray]'")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster: no token files
+    bad = tmp_path / "empty-ckpt"  # passes validation (a folder), fails loading: a crashing trial
+    bad.mkdir()
     spec = write_spec({
         "name": "ray-grid",
         "workload": tiny_spec(batch_sizes=[1], seq_len=8, measure={"warmup": 1, "repeats": 2, "min_seconds": 0}),
         "method": "grid",
-        "parameters": {"batch_size": {"values": [1, 2]}, "weights": {"values": [None, "/nonexistent/w"]}},
+        "parameters": {"batch_size": {"values": [1, 2]}, "weights": {"values": [None, str(bad)]}},
     }, "ray.yaml")
     ctx = ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
                    log_to_driver=False, configure_logging=False)
@@ -66,7 +68,7 @@ def test_ray_executor_runs_a_small_sweep(write_spec, store_path, monkeypatch):
     assert (s["trials"], s["completed"], s["failed"]) == (4, 2, 2)
     by = {(t["params"]["batch_size"], t["params"]["weights"]): t for t in s["results"]}
     assert by[(2, None)]["status"] == "completed" and by[(2, None)]["metric"] > 0
-    assert "nonexistent" in by[(1, "/nonexistent/w")]["reason"]
+    assert "empty-ckpt" in by[(1, str(bad))]["reason"]
     # The trials ran in the workers' private stores; their runs were copied into ours, points and all.
     with ResultsStore(store_path) as st:
         runs = {x["run_id"]: x for x in st.list_runs(sweep_id=s["sweep_id"])}
@@ -74,7 +76,7 @@ def test_ray_executor_runs_a_small_sweep(write_spec, store_path, monkeypatch):
         ok = st.get_run(by[(1, None)]["run_id"])
     assert ok["status"] == "completed" and ok["sweep_id"] == s["sweep_id"]
     assert ok["points"][0]["status"] == "ok" and len(ok["points"][0]["samples_s"]) == 2
-    assert runs[by[(2, "/nonexistent/w")]["run_id"]]["status"] == "failed"
+    assert runs[by[(2, str(bad))]["run_id"]]["status"] == "failed"
     with ResultsStore(store_path) as st:
         from perfbench.sweep.db import SweepDB
 

@@ -150,13 +150,15 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def test_crash_kill_hang_are_failed_trials_and_the_sweep_goes_on(store_path, monkeypatch):
+def test_crash_kill_hang_are_failed_trials_and_the_sweep_goes_on(store_path, monkeypatch, tmp_path):
     # seed 1: the trial process is SIGKILLed mid-run (as by the OOM killer); seed 2 with no weights
-    # hangs (with a child process) until --trial-timeout kills its process group; a weights path
-    # that does not exist fails the run's load; seed 0 without weights is fine.
+    # hangs (with a child process) until --trial-timeout kills its process group; an empty weights
+    # folder (valid as a spec, no checkpoint in it) fails the run's load; seed 0 without weights is fine.
+    bad = tmp_path / "empty-ckpt"
+    bad.mkdir()
     monkeypatch.setenv("PERFBENCH_SWEEP_FAULT", 'kill:"seed":1;hang:"seed":2,"weights":null')
     sweep = parse_sweep(sweep_dict("faults", parameters={
-        "seed": {"values": [0, 1, 2]}, "weights": {"values": [None, "/nonexistent/weights"]}}))
+        "seed": {"values": [0, 1, 2]}, "weights": {"values": [None, str(bad)]}}))
     with ResultsStore(store_path) as st:
         res = run_sweep(sweep, st, trial_timeout_s=4.0)
         trials = {(t["params"]["seed"], t["params"]["weights"]): t for t in SweepDB(st).trials(res.sweep_id)}
@@ -178,8 +180,8 @@ def test_crash_kill_hang_are_failed_trials_and_the_sweep_goes_on(store_path, mon
         time.sleep(0.1)
     assert not _pid_alive(grandchild)
     for seed in (0, 1, 2):  # these fail loading, before the first point (and its fault)
-        t = trials[(seed, "/nonexistent/weights")]
-        assert t["status"] == "failed" and "nonexistent" in t["reason"] and runs[t["run_id"]]["status"] == "failed"
+        t = trials[(seed, str(bad))]
+        assert t["status"] == "failed" and "empty-ckpt" in t["reason"] and runs[t["run_id"]]["status"] == "failed"
     assert (summary["completed"], summary["failed"]) == (1, 5)
 
 

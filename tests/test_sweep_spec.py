@@ -181,3 +181,8 @@ def test_samplers_are_deterministic_and_do_not_repeat():
         p = seq.ask()
         assert isinstance(p["batch_size"], int) and 1 <= p["batch_size"] <= 64
         assert 0.001 <= p["measure.min_seconds"] <= 0.01
+
+
+def test_a_grid_value_that_breaks_the_workload_fails_before_any_trial():
+    p = problems(sweep_dict(parameters={"weights": {"values": [None, "/nonexistent/ckpt"]}}))
+    assert "/nonexistent/ckpt" in p["parameters.weights"] and "not a directory" in p["parameters.weights"]

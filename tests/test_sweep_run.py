@@ -80,8 +80,9 @@ def test_grid_via_cli_then_list_show_plot_and_resume(tmp_path, write_spec, store
     con.execute("UPDATE sweep_trials SET status='running', run_id=NULL, metric=NULL WHERE trial_index=0")
     con.commit()
     con.close()
-    # Same file again: the same sweep; the finished run is adopted, nothing is re-measured.
-    r = run_cli("sweep", "run", str(spec), "--store", str(store_path))
+    # Same file again: the same sweep; the finished run is adopted, nothing is re-measured. (The
+    # issue's short form, `perfbench sweep SPEC.yaml`, is `sweep run`.)
+    r = run_cli("sweep", str(spec), "--store", str(store_path))
     assert r.returncode == 0, r.stderr
     assert "resumed (4 trials already done), ran 0 trials" in r.stdout
     assert len(runs_by_sweep(store_path, s["sweep_id"])) == 4

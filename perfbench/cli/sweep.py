@@ -11,13 +11,25 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from perfbench.cli._console import console, err_console, print_json
 from perfbench.errors import InputError
 from perfbench.store import DEFAULT_STORE
 
-app = typer.Typer(help="Sweep settings (grid, random, bayes) and analyse the throughput landscape.",
-                  no_args_is_help=True)
+class _SweepGroup(TyperGroup):
+    """`perfbench sweep SPEC.yaml ...` (the issue's contract) means `perfbench sweep run SPEC.yaml ...`."""
+
+    def parse_args(self, ctx, args):  # type: ignore[no-untyped-def]
+        if args and args[0] not in self.commands and not args[0].startswith("-") \
+                and args[0].endswith((".yaml", ".yml")):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(help="Sweep settings (grid, random, bayes) and analyse the throughput landscape. "
+                       "`perfbench sweep SPEC.yaml` is short for `perfbench sweep run SPEC.yaml`.",
+                  no_args_is_help=True, cls=_SweepGroup)
 
 
 def _check_format(fmt: str, allowed: tuple[str, ...] = ("table", "json")) -> None:

@@ -143,16 +143,25 @@ def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None =
     except KeyboardInterrupt as exc:
         result.status, result.reason = "interrupted", (
             f"interrupted ({exc.args[0]})" if exc.args else "interrupted by the user (Ctrl-C)")
-        store.finish_run(run_id, "interrupted", result.reason)
+        _close_quietly(store, run_id, result)
         raise
     except BaseException as exc:
         result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"
-        store.finish_run(run_id, "failed", result.reason)
+        _close_quietly(store, run_id, result)
         raise
     finally:
         if backend is not None:
             backend.close()
     return result
+
+
+def _close_quietly(store: ResultsStore, run_id: str, result: RunResult) -> None:
+    """Mark the run closed without hiding the error that ended it: if the store itself is what
+    failed, the original exception still propagates (the run then reads as interrupted later)."""
+    try:
+        store.finish_run(run_id, result.status, result.reason)
+    except Exception:
+        pass
 
 
 def _run_point(backend, point: Point, spec: WorkloadSpec, timer, mem, progress: Progress,
@@ -161,8 +170,8 @@ def _run_point(backend, point: Point, spec: WorkloadSpec, timer, mem, progress: 
     label = f"b{point.batch_size} s{point.seq_len}" + (f" n{point.new_tokens}" if point.new_tokens else "")
     try:
         with _nvtx(f"point {label}"):
-            mem.reset()
             workload = backend.prepare(point)
+            mem.reset()  # after prepare: decode's untimed cache-building prefill is not the point's peak
             raw = measure_point(workload, timer, spec, progress.on_sample)
             peak = mem.read()
             trace_path = None

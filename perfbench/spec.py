@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from perfbench.backends import BACKENDS, config_class
 from perfbench.backends.base import BackendConfig, Point
@@ -27,12 +27,12 @@ DType = Literal["float32", "float16", "bfloat16"]
 class MeasureConfig(BaseModel):
     """Repeat until both `repeats` and `min_seconds` are met, capped by `max_seconds` per point."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     warmup: int = Field(default=3, ge=0)
     repeats: int = Field(default=20, ge=1)
-    min_seconds: float = Field(default=1.0, ge=0)
-    max_seconds: float = Field(default=600.0, gt=0, description="safety cap per point")
+    min_seconds: float = Field(default=1.0, ge=0, strict=False)
+    max_seconds: float = Field(default=600.0, gt=0, strict=False, description="safety cap per point")
     trace: bool = False
 
     @model_validator(mode="after")
@@ -51,14 +51,14 @@ class WorkloadSpec(BaseModel):
     description: str | None = None
     model: str | dict[str, Any]
     phase: Phase
-    batch_sizes: list[int] = Field(min_length=1)
-    seq_len: int = Field(gt=0)
-    new_tokens: int = Field(default=0, ge=0)
+    batch_sizes: list[StrictInt] = Field(min_length=1)
+    seq_len: StrictInt = Field(gt=0)
+    new_tokens: StrictInt = Field(default=0, ge=0)
     dtype: DType = "float32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backend: dict[str, Any] = Field(default_factory=lambda: {"name": "torch"})
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
-    seed: int = 0
+    seed: StrictInt = Field(default=0, ge=0, lt=2**63, description="seeds torch's generators (64-bit)")
     weights: str | None = Field(default=None, description="local path to real weights (optional)")
 
     @field_validator("batch_sizes")
@@ -132,6 +132,8 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
     if not isinstance(data, dict):
         raise SpecError(source, [("", f"expected a mapping of fields, got {type(data).__name__}")])
     problems: list[tuple[str, str]] = []
+    if isinstance(data.get("backend"), dict) and "name" not in data["backend"]:
+        data = {**data, "backend": {"name": "torch", **data["backend"]}}  # torch is the default backend
     try:
         spec = WorkloadSpec.model_validate(data)
     except ValidationError as exc:
@@ -173,6 +175,11 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
         if spec.phase in ("decode", "generate") and spec.new_tokens < 1:
             problems.append(("new_tokens", f"phase {spec.phase} needs new_tokens >= 1 "
                                            "(tokens to produce per measured iteration)"))
+        compile_mode = spec.backend.get("compile") if isinstance(spec.backend, dict) else None
+        if spec.phase in ("decode", "generate") and compile_mode in ("reduce-overhead", "max-autotune"):
+            problems.append(("backend.compile", f"{compile_mode} captures CUDA graphs, which the growing "
+                                                f"KV cache of {spec.phase} overwrites between steps; use "
+                                                "none or default for decode/generate (prefill takes any mode)"))
         if spec.phase == "prefill" and spec.new_tokens:
             problems.append(("new_tokens", "prefill produces no tokens: set new_tokens: 0 or "
                                            "use phase: generate"))
@@ -181,9 +188,8 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
         if need > limit:
             problems.append(("seq_len", f"seq_len + new_tokens = {need} exceeds the model's "
                                         f"max_position_embeddings ({limit})"))
-    if spec is not None and spec.weights and not Path(spec.weights).expanduser().is_dir():
-        problems.append(("weights", f"{spec.weights!r} is not a directory; give a local checkpoint folder "
-                                    "(config.json + weights), or drop the field for seeded random weights"))
+    if spec is not None and spec.weights:
+        problems.extend(_check_weights(Path(spec.weights).expanduser(), arch))
     if spec is not None and check_device and spec.device == "cuda" and not problems:
         from perfbench.devices import cuda_available
 
@@ -194,6 +200,40 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
         raise SpecError(source, problems)
     assert spec is not None
     return spec
+
+
+#: Checkpoint config fields that must agree with the spec's model: the roofline, the input ids and
+#: every label come from `model:`, so a checkpoint of another shape would be measured mislabelled.
+_WEIGHTS_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                   "num_key_value_heads", "vocab_size")
+
+
+def _check_weights(folder: Path, arch: ModelArch | None) -> list[tuple[str, str]]:
+    import json
+
+    if not folder.is_dir():
+        return [("weights", f"{str(folder)!r} is not a directory; give a local checkpoint folder "
+                            "(config.json + weights), or drop the field for seeded random weights")]
+    cfg_path = folder / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except FileNotFoundError:
+        return [("weights", f"no config.json in {folder}: not a transformers checkpoint folder")]
+    except (OSError, ValueError) as exc:
+        return [("weights", f"cannot read {cfg_path}: {exc}")]
+    if arch is None:
+        return []
+    out = []
+    if cfg.get("model_type") not in (None, arch.family):
+        out.append(("weights", f"the checkpoint is a {cfg.get('model_type')!r} model but model: is "
+                               f"family {arch.family!r}"))
+    ours = {"num_key_value_heads": arch.kv_heads}
+    diffs = [f"{k}: checkpoint {cfg[k]} vs model {ours.get(k, getattr(arch, k))}" for k in _WEIGHTS_FIELDS
+             if k in cfg and cfg[k] is not None and cfg[k] != ours.get(k, getattr(arch, k))]
+    if diffs:
+        out.append(("weights", "checkpoint shape differs from model: (" + "; ".join(diffs) + "); set model: "
+                               "to the checkpoint's architecture (a preset or a mapping of these fields)"))
+    return out
 
 
 def load_spec(path: str | Path, *, check_device: bool = True,

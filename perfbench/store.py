@@ -188,6 +188,8 @@ class ResultsStore:
                 raise StoreError(f"results store {self.path} is corrupt ({msg}); move it aside and "
                                  "start a new one with --store") from None
             raise StoreError(f"results store {self.path}: {msg} (while trying to {what})") from None
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"results store {self.path}: {exc} (while trying to {what})") from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"results store {self.path} is corrupt or not a SQLite database "
                              f"({exc}); move it aside or pass another --store") from None
@@ -196,14 +198,16 @@ class ResultsStore:
     def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         """One atomic write: BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock)."""
         with self._translate_errors(what):
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
+                self._conn.execute("BEGIN IMMEDIATE")
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
                 self._conn.execute("COMMIT")
+            except BaseException:
+                # Whatever stopped us (an error, Ctrl-C between BEGIN and the first write, a failed
+                # COMMIT), leave no transaction open for the next write.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     def _init_schema(self) -> None:
         tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -328,7 +332,7 @@ class ResultsStore:
         """Accept a unique prefix of a run id, like git does for commits."""
         with self._translate_errors("look up a run"):
             rows = self._conn.execute("SELECT run_id FROM runs WHERE run_id LIKE ? ORDER BY run_id",
-                                      (run_id.replace("%", "").replace("_", "\\_") + "%",)).fetchall()
+                                      (run_id.replace("%", "").replace("_", "") + "%",)).fetchall()
         ids = [r[0] for r in rows]
         if run_id in ids:
             return run_id

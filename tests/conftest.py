@@ -83,3 +83,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def config_only_checkpoint(folder: Path, preset: str = "tiny-llama") -> Path:
+    """A checkpoint folder with the preset's config.json and no weights: it passes spec
+    validation (the shape matches) and fails when the model is loaded, a realistic crash."""
+    from perfbench.models import PRESETS
+    from perfbench.models.build import hf_config
+
+    hf_config(PRESETS[preset]).save_pretrained(folder)
+    return folder

@@ -92,8 +92,36 @@ def test_phase_rules():
     assert "seq_len" in _problems(tiny_spec(seq_len=5000))
 
 
-def test_missing_weights_folder():
+def test_weights_folder_must_exist_and_match_the_model(tmp_path):
+    from tests.conftest import config_only_checkpoint
+
     assert "not a directory" in _problems(tiny_spec(weights="/nonexistent/ckpt"))["weights"]
+    (tmp_path / "empty").mkdir()
+    assert "no config.json" in _problems(tiny_spec(weights=str(tmp_path / "empty")))["weights"]
+    big = config_only_checkpoint(tmp_path / "big", "llama-3.2-1b")
+    msg = _problems(tiny_spec(weights=str(big)))["weights"]
+    assert "hidden_size: checkpoint 2048 vs model 128" in msg
+    assert parse_spec(tiny_spec(weights=str(config_only_checkpoint(tmp_path / "ok")))).weights
+
+
+def test_more_bad_values_fail_validation_not_the_run():
+    assert "integer" in _problems(tiny_spec(batch_sizes=[True]))["batch_sizes.0"]
+    assert "integer" in _problems(tiny_spec(seq_len=True))["seq_len"]
+    assert "less than" in _problems(tiny_spec(seed=2**70))["seed"]
+    p = _problems(tiny_spec(measure={"min_seconds": float("inf"), "max_seconds": float("inf")}))
+    assert "finite" in p["measure.min_seconds"]
+    p = _problems(tiny_spec(model={"family": "bert", "hidden_size": 100, "intermediate_size": 64,
+                                   "num_hidden_layers": 1, "num_attention_heads": 3, "head_dim": 32,
+                                   "vocab_size": 100}))
+    assert "divide evenly" in p["model"]
+    p = _problems(tiny_spec(phase="decode", new_tokens=2, backend={"compile": "reduce-overhead"}))
+    assert "CUDA graphs" in p["backend.compile"]
+
+
+def test_backend_name_defaults_to_torch():
+    d = tiny_spec()
+    d["backend"] = {"compile": "default"}
+    assert parse_spec(d).backend_config.compile == "default"
 
 
 def test_cuda_without_gpu(monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 from perfbench.errors import InputError
 from perfbench.store import ResultsStore
 from perfbench.sweep.executors import RayExecutor, ray_gpus_per_trial
-from tests.conftest import run_cli, tiny_spec
+from tests.conftest import config_only_checkpoint, run_cli, tiny_spec
 
 
 def test_missing_extras_give_clear_errors(monkeypatch, tmp_path):
@@ -46,8 +46,7 @@ def test_one_gpu_per_trial_where_the_workload_needs_one():
 def test_ray_executor_runs_a_small_sweep(write_spec, store_path, monkeypatch, tmp_path):
     ray = pytest.importorskip("ray", reason="the Ray executor needs the `ray` extra: pip install 'perfbench[ray]'")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster: no token files
-    bad = tmp_path / "empty-ckpt"  # passes validation (a folder), fails loading: a crashing trial
-    bad.mkdir()
+    bad = config_only_checkpoint(tmp_path / "empty-ckpt")  # valid spec, fails loading: a crashing trial
     spec = write_spec({
         "name": "ray-grid",
         "workload": tiny_spec(batch_sizes=[1], seq_len=8, measure={"warmup": 1, "repeats": 2, "min_seconds": 0}),

@@ -20,7 +20,7 @@ from perfbench.sweep.db import SweepDB
 from perfbench.sweep.engine import evaluate, run_sweep
 from perfbench.sweep.landscape import load_sweep_data
 from perfbench.sweep.spec import parse_sweep
-from tests.conftest import REPO, as_if_in_a_terminal, run_cli, tiny_spec
+from tests.conftest import REPO, as_if_in_a_terminal, config_only_checkpoint, run_cli, tiny_spec
 
 #: Each trial: one batch size, 2 timed iterations, no minimum time.
 FAST = {"warmup": 1, "repeats": 2, "min_seconds": 0.0}
@@ -155,8 +155,7 @@ def test_crash_kill_hang_are_failed_trials_and_the_sweep_goes_on(store_path, mon
     # seed 1: the trial process is SIGKILLed mid-run (as by the OOM killer); seed 2 with no weights
     # hangs (with a child process) until --trial-timeout kills its process group; an empty weights
     # folder (valid as a spec, no checkpoint in it) fails the run's load; seed 0 without weights is fine.
-    bad = tmp_path / "empty-ckpt"
-    bad.mkdir()
+    bad = config_only_checkpoint(tmp_path / "empty-ckpt")
     monkeypatch.setenv("PERFBENCH_SWEEP_FAULT", 'kill:"seed":1;hang:"seed":2,"weights":null')
     sweep = parse_sweep(sweep_dict("faults", parameters={
         "seed": {"values": [0, 1, 2]}, "weights": {"values": [None, str(bad)]}}))

@@ -47,6 +47,11 @@ class ModelArch(BaseModel):
             )
         if self.family == "bert" and self.num_key_value_heads not in (None, self.num_attention_heads):
             raise ValueError("bert has no grouped-query attention: drop num_key_value_heads")
+        if self.family == "bert" and (self.hidden_size % self.num_attention_heads
+                                      or self.head_dim not in (None, self.hidden_size // self.num_attention_heads)):
+            raise ValueError(f"bert derives head_dim from hidden_size / num_attention_heads "
+                             f"({self.hidden_size} / {self.num_attention_heads}): it must divide evenly, "
+                             "and head_dim, if given, must equal it")
         return self
 
     @property

@@ -181,6 +181,8 @@ def conventions(*, causal: str = "full", lm_head_positions: str = "all", dtype: 
         "gqa": "Q sized by query heads, K/V by KV heads",
         "lm_head": f"2*tokens*hidden*vocab FLOPs, positions: {lm_head_positions} (prefill)",
         "decode": "--seq is the context length in the KV cache; one new token per sequence",
+        "kv_cache": ("appended in place (the ideal floor); transformers' DynamicCache re-copies the "
+                     "cache with torch.cat every step, extra traffic that lands in the measured remainder"),
         "elementwise_flops_per_element": dict(ELEMENTWISE_FLOPS),
         "roofline_time": "per op max(flops/peak, bytes/bandwidth); total = sum over ops",
     }

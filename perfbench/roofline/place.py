@@ -130,6 +130,13 @@ def _split_with_trace(row: dict[str, Any], point: dict[str, Any], ops, peak: flo
         row["note"] = "floor + CPU overhead exceed the measured latency (estimate error); remainder clamped"
         row["remainder_s"] = 0.0
     table = operator_table(an, level="op")
+    names = [str(n) for n in table["operator"]]
+    if f.graph_launches or any("CompiledFxGraph" in n or "triton" in n.lower() for n in names):
+        # Fused Triton kernels and CUDA-graph replays do not sit under aten::mm / SDPA operators:
+        # a split by operator type would put matmul time under "element-wise". Say so, skip it.
+        row["note"] = ("compiled run: its kernels are not attributed to ATen operators, so no "
+                       "per-operator-type positions (the workload position and split stand)")
+        return
     gpu_by_kind: dict[str, float] = {}
     for name, t in zip(table["operator"], table["gpu_time_us"]):
         k = op_type(str(name))

@@ -86,7 +86,10 @@ class TorchBackend(BackendBase):
         # decode: build the KV cache of the context once (untimed), then time `new_tokens` steps;
         # `reset` crops the cache back to the context so every iteration sees the same state.
         with torch.inference_mode():
-            out = model(input_ids=ids, use_cache=True)
+            try:  # logits of the last position only: all of them would cost batch*ctx*vocab memory
+                out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            except TypeError:  # transformers < 4.50
+                out = model(input_ids=ids, use_cache=True)
         cache = out.past_key_values
         first = out.logits[:, -1:].argmax(-1)
         n, ctx = point.new_tokens, point.seq_len

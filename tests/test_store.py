@@ -141,7 +141,7 @@ def _open_and_write(path: str, idx: int) -> None:
 def test_many_processes_create_a_fresh_store_at_once(tmp_path):
     """Creating the store and switching it to WAL races between processes; SQLite may answer
     'busy' at once there, without waiting. Every process must still get in (this failed ~1 in 100
-    opens before the open retried)."""
+    opens before the open retried; `scripts/stress_store_open.py` measures it)."""
     ctx = mp.get_context("fork")
     for rep in range(6):
         path = str(tmp_path / f"fresh{rep}.sqlite")

@@ -175,11 +175,6 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
         if spec.phase in ("decode", "generate") and spec.new_tokens < 1:
             problems.append(("new_tokens", f"phase {spec.phase} needs new_tokens >= 1 "
                                            "(tokens to produce per measured iteration)"))
-        compile_mode = spec.backend.get("compile") if isinstance(spec.backend, dict) else None
-        if spec.phase in ("decode", "generate") and compile_mode in ("reduce-overhead", "max-autotune"):
-            problems.append(("backend.compile", f"{compile_mode} captures CUDA graphs, which the growing "
-                                                f"KV cache of {spec.phase} overwrites between steps; use "
-                                                "none or default for decode/generate (prefill takes any mode)"))
         if spec.phase == "prefill" and spec.new_tokens:
             problems.append(("new_tokens", "prefill produces no tokens: set new_tokens: 0 or "
                                            "use phase: generate"))

@@ -52,3 +52,20 @@ def test_calibrate_cuda(tmp_path):
     d = json.loads(r.stdout)
     assert d["matmul"]["bfloat16"]["flops_per_s"] > 1e12
     assert d["host_device"]["h2d_bytes_per_s"] > 1e9
+
+
+def test_reduce_overhead_decode_replays_cuda_graphs(store_path):
+    """Decode under reduce-overhead runs over a StaticCache and replays CUDA graphs: its trace shows
+    graph launches and far fewer launch calls per token than eager decode."""
+    from perfbench.trace.metrics import analyze
+
+    figs = {}
+    for mode in ("none", "reduce-overhead"):
+        run = _run(store_path, dtype="bfloat16", phase="decode", new_tokens=4, batch_sizes=[2],
+                   backend={"compile": mode}, measure={"warmup": 3, "trace": True})
+        (p,) = run["points"]
+        assert p["status"] == "ok", p["error"]
+        assert run["backend_info"]["kv_cache"] == ("static" if mode != "none" else "dynamic")
+        figs[mode] = analyze(p["trace_path"]).figures
+    assert figs["reduce-overhead"].graph_launches >= 4
+    assert figs["reduce-overhead"].launches < figs["none"].launches / 4

@@ -237,6 +237,76 @@ def test_trace_capture_on_cpu(store_path):
     assert untraced.returncode == 3
 
 
+def _decode_tokens(spec_overrides: dict, iterations: int = 2) -> tuple[list, dict, object]:
+    """Run a decode workload's step `iterations` times (with its reset between) and collect tokens."""
+    from perfbench.backends.base import Point
+    from perfbench.backends.torch.backend import TorchBackend
+
+    spec = parse_spec(tiny_spec(phase="decode", new_tokens=4, **spec_overrides))
+    be = TorchBackend(spec.backend_config, spec, "cpu")
+    info = be.load()
+    wl = be.prepare(Point(2, 16, 4))
+    out = []
+    for _ in range(iterations):
+        out.append(wl.step())
+        wl.reset()
+    return out, info, wl
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_cuda_graph_modes_decode_over_a_static_cache(mode):
+    """CUDA-graph modes decode over a StaticCache that is rewound to the context between iterations:
+    every iteration produces the same tokens as eager decode over a growing cache."""
+    eager, info, wl = _decode_tokens({})
+    assert info["kv_cache"] == "dynamic" and wl.info["kv_cache"] == "dynamic"
+    graphed, info, wl = _decode_tokens({"backend": {"compile": mode}}, iterations=3)
+    assert info["kv_cache"] == "static" and wl.info["kv_cache"] == "static"
+    assert all(t.equal(eager[0]) for t in eager + graphed)
+
+
+def test_static_cache_rewinds_to_the_context():
+    """The rewind is what keeps iterations identical: without it the next step writes past the end."""
+    import torch
+
+    from perfbench.backends.torch.static_cache import StaticDecodeCache
+    from perfbench.models.build import build_model
+
+    spec = parse_spec(tiny_spec(phase="decode", new_tokens=2))
+    model = build_model(spec.arch, dtype="float32", device="cpu", seed=0)
+    ids = torch.randint(0, spec.arch.vocab_size, (1, 16), generator=torch.Generator().manual_seed(1))
+    kv = StaticDecodeCache(model, 1, 16, 2)
+    with torch.inference_mode():
+        first = model(input_ids=ids, past_key_values=kv.cache, use_cache=True,
+                      **kv.prefill_kwargs("cpu")).logits[:, -1:].argmax(-1)
+        ref = model(input_ids=ids, use_cache=True)  # dynamic cache, eager
+        dyn = ref.past_key_values
+        expect = model(input_ids=first, past_key_values=dyn, use_cache=True).logits
+        for _ in range(3):
+            got = model(input_ids=first, **kv.step_kwargs(0)).logits
+            assert torch.allclose(got, expect, atol=1e-5)
+            model(input_ids=first, **kv.step_kwargs(1))
+            kv.rewind()
+
+
+@pytest.mark.slow
+def test_cuda_graph_mode_generate_matches_eager(store_path):
+    """generate under reduce-overhead uses transformers' static cache and our compiled forward."""
+    from perfbench.backends.base import Point
+    from perfbench.backends.torch.backend import TorchBackend
+
+    outs = {}
+    for mode in ("none", "reduce-overhead"):
+        spec = parse_spec(tiny_spec(phase="generate", new_tokens=3, backend={"compile": mode}))
+        be = TorchBackend(spec.backend_config, spec, "cpu")
+        info = be.load()
+        wl = be.prepare(Point(2, 16, 3))
+        outs[mode] = [wl.step() for _ in range(3)]
+        assert info["kv_cache"] == ("static" if mode != "none" else "dynamic")
+    assert all(t.equal(outs["none"][0]) for t in outs["none"] + outs["reduce-overhead"])
+    assert outs["none"][0].shape == (2, 16 + 3)
+
+
 @pytest.mark.slow
 def test_torch_compile_default_on_cpu(store_path):
     """The compiled path really compiles (warm-up pays for it) and measures like eager."""

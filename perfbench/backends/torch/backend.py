@@ -14,6 +14,8 @@ from perfbench.models.build import build_model
 
 #: torch.compile mode names; "default" is torch's own default (mode=None).
 _COMPILE_MODES = {"default": None, "reduce-overhead": "reduce-overhead", "max-autotune": "max-autotune"}
+#: Modes that capture CUDA graphs on GPU: decode and generate run them over a StaticCache.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 class TorchBackend(BackendBase):
@@ -27,6 +29,10 @@ class TorchBackend(BackendBase):
         t0 = time.perf_counter()
         self.model = build_model(spec.arch, dtype=spec.dtype, device=self.device, seed=spec.seed,
                                  attn_implementation=cfg.attn_implementation, weights=spec.weights)
+        self._eager_forward = self.model.forward
+        # CUDA graphs need fixed shapes at fixed addresses, so their decode uses a StaticCache.
+        self._static_cache = (cfg.compile in CUDA_GRAPH_MODES and spec.arch.is_decoder
+                              and spec.phase in ("decode", "generate"))
         if cfg.compile != "none":
             dyn = torch._dynamo.config
             # One recompilation per batch size is expected; do not fall back to eager after 8.
@@ -34,10 +40,10 @@ class TorchBackend(BackendBase):
                 if hasattr(dyn, knob):
                     setattr(dyn, knob, max(getattr(dyn, knob), 256))
             # Compile forward in place so generate() uses the compiled graph too.
-            # Prefill shapes are fixed per point: specialise (dynamic=False). Decode and generate
-            # grow the KV cache every step: let dynamo mark that dimension dynamic instead of
-            # recompiling for every context length.
-            dynamic = False if spec.phase == "prefill" else None
+            # Prefill shapes are fixed per point, and so are static-cache decode steps: specialise
+            # (dynamic=False). A dynamic cache grows every step: let dynamo mark that dimension
+            # dynamic instead of recompiling for every context length.
+            dynamic = False if spec.phase == "prefill" or self._static_cache else None
             self.model.forward = torch.compile(self.model.forward, mode=_COMPILE_MODES[cfg.compile],
                                                dynamic=dynamic)
         return {
@@ -46,6 +52,7 @@ class TorchBackend(BackendBase):
             "torch_threads": torch.get_num_threads(),
             "attn_implementation": cfg.attn_implementation,
             "compile": cfg.compile,
+            "kv_cache": ("static" if self._static_cache else "dynamic") if spec.phase != "prefill" else None,
         }
 
     def _input_ids(self, point: Point) -> torch.Tensor:
@@ -75,21 +82,27 @@ class TorchBackend(BackendBase):
         if phase == "generate":
             mask = torch.ones_like(ids)
             n = point.new_tokens
+            extra: dict[str, Any] = {}
+            if self._static_cache:
+                # generate() keeps one StaticCache and resets it in place between calls. Our forward
+                # is compiled already: stop transformers from compiling its own copy on top.
+                extra["cache_implementation"] = "static"
+                if "disable_compile" in model.generation_config.to_dict():
+                    extra["disable_compile"] = True
 
             def step() -> Any:
                 with torch.inference_mode():
                     return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n,
-                                          min_new_tokens=n, do_sample=False)
+                                          min_new_tokens=n, do_sample=False, **extra)
 
             return Workload(step)
 
+        if self._static_cache:
+            return self._prepare_static_decode(ids, point)
+
         # decode: build the KV cache of the context once (untimed), then time `new_tokens` steps;
         # `reset` crops the cache back to the context so every iteration sees the same state.
-        with torch.inference_mode():
-            try:  # logits of the last position only: all of them would cost batch*ctx*vocab memory
-                out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-            except TypeError:  # transformers < 4.50
-                out = model(input_ids=ids, use_cache=True)
+        out = _prefill_context(model, ids)
         cache = out.past_key_values
         first = out.logits[:, -1:].argmax(-1)
         n, ctx = point.new_tokens, point.seq_len
@@ -108,7 +121,31 @@ class TorchBackend(BackendBase):
             if extra > 0:
                 cache.crop(-extra)
 
-        return Workload(step, reset, info={"context_len": ctx})
+        return Workload(step, reset, info={"context_len": ctx, "kv_cache": "dynamic"})
+
+    def _prepare_static_decode(self, ids: torch.Tensor, point: Point) -> Workload:
+        """Decode `new_tokens` steps over a StaticCache (the CUDA-graph modes' path)."""
+        from perfbench.backends.torch.static_cache import StaticDecodeCache
+
+        model, n, ctx = self.model, point.new_tokens, point.seq_len
+        kv = StaticDecodeCache(model, point.batch_size, ctx, n)
+        # The context goes in through the eager forward: compiling (and graph-capturing) a
+        # prefill that is never timed would only cost compile time and graph-pool memory.
+        out = _prefill_context(self._eager_forward, ids, past_key_values=kv.cache,
+                               **kv.prefill_kwargs(ids.device))
+        first = out.logits[:, -1:].argmax(-1)
+        del out
+
+        def step() -> Any:
+            tok = first
+            with torch.inference_mode():
+                for i in range(n):
+                    o = model(input_ids=tok, **kv.step_kwargs(i))
+                    # argmax makes a fresh tensor: the graph's output buffer is reused next replay.
+                    tok = o.logits[:, -1:].argmax(-1)
+            return tok
+
+        return Workload(step, kv.rewind, info={"context_len": ctx, "kv_cache": "static"})
 
     def release(self) -> None:
         if self.device == "cuda":
@@ -117,6 +154,15 @@ class TorchBackend(BackendBase):
     def close(self) -> None:
         self.model = None
         self.release()
+
+
+def _prefill_context(forward: Any, ids: torch.Tensor, **kwargs: Any) -> Any:
+    """Build decode's KV cache from the context (untimed), keeping the last position's logits."""
+    with torch.inference_mode():
+        try:  # logits of the last position only: all of them would cost batch*ctx*vocab memory
+            return forward(input_ids=ids, use_cache=True, logits_to_keep=1, **kwargs)
+        except TypeError:  # transformers < 4.50
+            return forward(input_ids=ids, use_cache=True, **kwargs)
 
 
 #: The registry looks the implementation up under this name.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run every GPU check the issues ask for, in one go, and write a Markdown report.
 
-    python3 scripts/gpu_check.py --out OUT [--stages detect,pytest,calibrate,prefill,bert,compiled,sweep]
+    python3 scripts/gpu_check.py --out OUT [--stages detect,pytest,calibrate,prefill,bert,compiled,decode,sweep]
                                  [--store PATH]
 
 Stages (each a real `perfbench` command; results land in OUT/perfbench.sqlite):
@@ -12,6 +12,7 @@ Stages (each a real `perfbench` command; results land in OUT/perfbench.sqlite):
              transition, the roofline placement and latency split, plots
   bert       bert-base encoder with --trace: transition
   compiled   the prefill sweep with reduce-overhead (CUDA graphs): medians and launch saving vs eager
+  decode     llama-3.2-1b decode b1/8/64, eager vs reduce-overhead over a StaticCache
   sweep      batch x compile-mode sweep of llama-3.2-1b prefill (--sweep-spec), its landscape
 
 `--smoke` swaps in the tiny model on the CPU so the script itself can be tested without a GPU.
@@ -185,19 +186,33 @@ class Check:
         extra = (SMOKE_SET + ["backend.compile=default"]) if self.smoke else ["backend.compile=reduce-overhead"]
         run = self._run("workloads/llama-3.2-1b-prefill.yaml", extra)
         eager_run = getattr(self, "eager_run", None) or self._latest("llama-3.2-1b-prefill", "none")
+        self._launch_saving(eager_run, run)
+
+    def decode(self) -> None:
+        self.h("Llama-3.2-1B decode, eager (dynamic cache) vs reduce-overhead (StaticCache, CUDA graphs)")
+        base = (SMOKE_SET + ["phase=decode", "new_tokens=4"]) if self.smoke else ["batch_sizes=[1,8,64]"]
+        spec = "workloads/llama-3.2-1b-decode.yaml"
+        eager = self._run(spec, base)
+        graphed = self._run(spec, base + ["backend.compile=reduce-overhead"])  # no graphs on CPU, same cache
+        self.md.append(f"kv_cache: eager {eager['backend_info'].get('kv_cache')}, "
+                       f"compiled {graphed['backend_info'].get('kv_cache')}")
+        self._launch_saving(eager, graphed)
+
+    def _launch_saving(self, eager_run: dict | None, run: dict) -> None:
         eager = {p["batch_size"]: p for p in (eager_run or {"points": []})["points"]}
         rows = []
         for p in run["points"]:
             e = eager.get(p["batch_size"])
             row = [p["batch_size"], e and e["latency_median_s"] and e["latency_median_s"] * 1e3,
-                   p["latency_median_s"] and p["latency_median_s"] * 1e3]
+                   p["latency_median_s"] and p["latency_median_s"] * 1e3,
+                   e and e["tokens_per_s"], p["tokens_per_s"]]
             if e and e.get("trace_path") and p.get("trace_path"):
                 cmp = self.pb("trace", "compare", e["trace_path"], p["trace_path"])
                 row += [cmp.get("eager_launches"), cmp.get("compiled_launches"), cmp.get("tklqt_saved_us"),
                         cmp.get("tklqt_saved_ratio")]
             rows.append(row)
-        self.table(["batch", "eager median ms", "reduce-overhead median ms", "eager launches",
-                    "compiled launches", "TKLQT saved us", "TKLQT saved fraction"], rows)
+        self.table(["batch", "eager median ms", "compiled median ms", "eager tokens/s", "compiled tokens/s",
+                    "eager launches", "compiled launches", "TKLQT saved us", "TKLQT saved fraction"], rows)
 
     def _latest(self, name: str, compile_mode: str) -> dict | None:
         """The newest completed run of `name` with that compile mode in the store (from an
@@ -224,7 +239,7 @@ class Check:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--stages", default="detect,pytest,calibrate,prefill,bert,compiled")
+    ap.add_argument("--stages", default="detect,pytest,calibrate,prefill,bert,compiled,decode")
     ap.add_argument("--sweep-spec", default="workloads/sweeps/llama-3.2-1b-batch-compile-quick.yaml",
                     help="the quick 8-trial sweep fits one 10-minute device call; the full one is "
                          "workloads/sweeps/llama-3.2-1b-batch-compile.yaml")

@@ -25,12 +25,13 @@ def test_reference_figures_come_from_the_fixture_readme():
 @pytest.mark.slow
 def test_smoke_report(tmp_path):
     r = subprocess.run([sys.executable, "scripts/gpu_check.py", "--out", str(tmp_path), "--smoke",
-                        "--stages", "detect,calibrate,prefill,bert"], cwd=REPO, capture_output=True,
+                        "--stages", "detect,calibrate,prefill,bert,decode"], cwd=REPO, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     report = (tmp_path / "report.md").read_text()
     for heading in ("## Host", "## Measured ceilings", "## Llama-3.2-1B prefill", "## Roofline placement",
-                    "## BERT-base encoder"):
+                    "## BERT-base encoder", "## Llama-3.2-1B decode"):
         assert heading in report
     assert "failed:" not in report
+    assert "kv_cache: eager dynamic, compiled static" in report
     assert (tmp_path / "roofline.png").stat().st_size > 1000 and (tmp_path / "latency.png").exists()

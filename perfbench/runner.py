@@ -136,10 +136,15 @@ def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None =
                 store.add_point(run_id, row)
                 result.points.append(row)
                 progress.on_point_end(point, row)
-        n_failed = sum(p["status"] == "failed" for p in result.points)
+        failed = [p for p in result.points if p["status"] == "failed"]
         result.status = "completed"
-        result.reason = f"{n_failed} of {len(result.points)} points failed" if n_failed else None
-        store.finish_run(run_id, "completed", result.reason)
+        result.reason = f"{len(failed)} of {len(result.points)} points failed" if failed else None
+        if failed and len(failed) == len(result.points):
+            # Nothing was measured: that is a failed run (exit 1), not a completed one.
+            result.status = "failed"
+            result.reason = (f"all {len(failed)} points failed; first: batch {failed[0]['batch_size']}: "
+                             f"{failed[0]['error']}")[:2000]
+        store.finish_run(run_id, result.status, result.reason)
     except KeyboardInterrupt as exc:
         result.status, result.reason = "interrupted", (
             f"interrupted ({exc.args[0]})" if exc.args else "interrupted by the user (Ctrl-C)")

@@ -108,6 +108,22 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
+def like_prefix(text: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') matching strings that start with `text` literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def pick_by_prefix(given: str, ids: list[str], kind: str, where: str, hint: str) -> str:
+    """Accept a unique prefix of an id, like git does for commits; say what to do otherwise."""
+    if given in ids:
+        return given
+    if not ids:
+        raise InputError(f"no {kind} {given!r} in {where} ({hint})")
+    if len(ids) > 1:
+        raise InputError(f"{kind} id prefix {given!r} is ambiguous: {', '.join(ids[:5])}")
+    return ids[0]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -331,16 +347,10 @@ class ResultsStore:
     def resolve_run_id(self, run_id: str) -> str:
         """Accept a unique prefix of a run id, like git does for commits."""
         with self._translate_errors("look up a run"):
-            rows = self._conn.execute("SELECT run_id FROM runs WHERE run_id LIKE ? ORDER BY run_id",
-                                      (run_id.replace("%", "").replace("_", "") + "%",)).fetchall()
-        ids = [r[0] for r in rows]
-        if run_id in ids:
-            return run_id
-        if not ids:
-            raise InputError(f"no run {run_id!r} in {self.path} (see `perfbench results list`)")
-        if len(ids) > 1:
-            raise InputError(f"run id prefix {run_id!r} is ambiguous: {', '.join(ids[:5])}")
-        return ids[0]
+            rows = self._conn.execute("SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' ORDER BY run_id",
+                                      (like_prefix(run_id),)).fetchall()
+        return pick_by_prefix(run_id, [r[0] for r in rows], "run", str(self.path),
+                              "see `perfbench results list`")
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """A run with its spec, provenance and points (samples included)."""

@@ -109,6 +109,27 @@ def test_failed_point_is_recorded_and_run_goes_on(store_path, monkeypatch):
     assert run["points"][1]["latency_median_s"] is None
 
 
+def test_run_where_every_point_failed_is_failed_and_exits_1(write_spec, store_path, monkeypatch, capsys):
+    """Nothing measured is a failure the caller must see (exit 1), with every point's error kept."""
+    from perfbench.backends.torch import backend as tb
+    from perfbench.cli import main
+
+    def prepare(self, point):
+        raise RuntimeError(f"CUDA out of memory at batch {point.batch_size}")
+
+    monkeypatch.setattr(tb.TorchBackend, "prepare", prepare)
+    monkeypatch.setattr(sys, "argv", ["perfbench", "run", str(write_spec(tiny_spec())), "--store",
+                                      str(store_path), "-q"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 1
+    assert "status: failed (all 2 points failed; first: batch 1: out of memory" in capsys.readouterr().out
+    with ResultsStore(store_path) as st:
+        (row,) = st.list_runs()
+        run = st.get_run(row["run_id"])
+    assert run["status"] == "failed" and [p["status"] for p in run["points"]] == ["failed", "failed"]
+
+
 def test_backend_crash_marks_run_failed(store_path, monkeypatch):
     from perfbench.backends.torch import backend as tb
 

@@ -27,6 +27,25 @@ def _point(b: int, samples=(0.01, 0.02, 0.03)) -> dict:
             "tokens_per_step": b * 16}
 
 
+def test_run_id_prefixes(store_path, monkeypatch):
+    """A unique prefix picks the run; an ambiguous or unknown one says so; LIKE wildcards in the
+    given text are literal, so `_` or `%` never match every run."""
+    import perfbench.store as store_mod
+
+    ids = iter(["20261122-100000-aaa111", "20261122-100000-aab222"])
+    monkeypatch.setattr(store_mod, "new_run_id", lambda: next(ids))
+    with ResultsStore(store_path) as st:
+        a, b = _new_run(st), _new_run(st)
+        assert (a, b) == ("20261122-100000-aaa111", "20261122-100000-aab222")
+        assert st.resolve_run_id("20261122-100000-aaa") == a
+        assert st.resolve_run_id("20261122-100000-aab2") == b
+        with pytest.raises(InputError, match="ambiguous"):
+            st.resolve_run_id("20261122-100000-aa")
+        for wild in ("%", "_", "2026%", "20261122_"):
+            with pytest.raises(InputError, match="no run"):
+                st.resolve_run_id(wild)
+
+
 def test_round_trip(store_path):
     with ResultsStore(store_path) as st:
         rid = _new_run(st, "round")

@@ -107,11 +107,13 @@ def run(
             res = run_spec(ws, st, spec_path=str(spec), progress=hooks, trace_dir=trace_dir)
         if fmt == "json":
             print_json(st.get_run(res.run_id))
-            return
-        console.print(f"run [bold]{res.run_id}[/]  {ws.name}  status: {res.status}"
-                      + (f" ({res.reason})" if res.reason else "") + f"  store: {store}")
-        console.print(points_table(res.points, title=f"{ws.name}: {ws.phase}, {ws.model_label}, "
-                                                     f"{ws.dtype}, {st.get_run(res.run_id)['device']}"))
+        else:
+            console.print(f"run [bold]{res.run_id}[/]  {ws.name}  status: {res.status}"
+                          + (f" ({res.reason})" if res.reason else "") + f"  store: {store}")
+            console.print(points_table(res.points, title=f"{ws.name}: {ws.phase}, {ws.model_label}, "
+                                                         f"{ws.dtype}, {st.get_run(res.run_id)['device']}"))
+    if res.status == "failed":  # every point failed: stored with each error, but nothing measured
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

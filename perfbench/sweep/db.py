@@ -15,7 +15,7 @@ import socket
 from typing import Any
 
 from perfbench.errors import InputError
-from perfbench.store import ResultsStore, _pid_alive, utcnow
+from perfbench.store import ResultsStore, _pid_alive, like_prefix, pick_by_prefix, utcnow
 
 SWEEP_SCHEMA_VERSION = 1
 SWEEP_STATUSES = ("running", "completed", "interrupted", "failed")
@@ -159,15 +159,9 @@ class SweepDB:
         if not self.exists():
             raise InputError(f"no sweeps in {self.store.path} (run `perfbench sweep run SPEC` first)")
         rows = self._query("SELECT sweep_id FROM sweeps WHERE sweep_id LIKE ? ESCAPE '\\' ORDER BY sweep_id",
-                           (sweep_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",))
-        ids = [r[0] for r in rows]
-        if sweep_id in ids:
-            return sweep_id
-        if not ids:
-            raise InputError(f"no sweep {sweep_id!r} in {self.store.path} (see `perfbench sweep list`)")
-        if len(ids) > 1:
-            raise InputError(f"sweep id prefix {sweep_id!r} is ambiguous: {', '.join(ids[:5])}")
-        return ids[0]
+                           (like_prefix(sweep_id),))
+        return pick_by_prefix(sweep_id, [r[0] for r in rows], "sweep", str(self.store.path),
+                              "see `perfbench sweep list`")
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         """The sweep with its stored spec and every trial."""

@@ -320,7 +320,9 @@ def _record(sweep: Sweep, store: ResultsStore, db: SweepDB, sweep_id: str, task:
             ev = evaluate(points, sweep.metric, sweep.goal, sweep.spec.constraints)
             status, metric, peak, why = ev["status"], ev["metric"], ev["peak_memory_bytes"], ev["reason"]
             info.update({k: ev[k] for k in ("best_batch_size", "measured_metric") if k in ev})
-            if res.get("status") not in (None, "completed"):
+            # A run that failed after some points (a crash) fails the trial. One whose every point
+            # failed already reads as failed above, with each batch's error: keep that reason.
+            if res.get("status") not in (None, "completed") and status != "failed":
                 status = "failed"
                 why = f"run {res.get('status')}: {res.get('reason')}"
     db.finish_trial(sweep_id, task.key, status=status, run_id=run_id, metric=metric,

@@ -179,9 +179,6 @@ def _run_point(backend, point: Point, spec: WorkloadSpec, timer, mem, progress: 
             mem.reset()  # after prepare: decode's untimed cache-building prefill is not the point's peak
             raw = measure_point(workload, timer, spec, progress.on_sample)
             peak = mem.read()
-            trace_path = None
-            if spec.measure.trace and trace_dir is not None:
-                trace_path = _capture(workload, timer, trace_dir, run_id, label)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -191,6 +188,14 @@ def _run_point(backend, point: Point, spec: WorkloadSpec, timer, mem, progress: 
         return {**base, "status": "failed",
                 "error": f"{kind}: {exc}".strip()[:2000],
                 "traceback": traceback.format_exc(limit=8)[-4000:]}
+    trace_path, capture_error = None, None
+    if spec.measure.trace and trace_dir is not None:
+        try:  # the timed samples stand whatever the profiler does
+            trace_path = _capture(workload, timer, trace_dir, run_id, label)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            capture_error = f"trace capture failed: {type(exc).__name__}: {exc}"[:500]
     stats = summarize(raw["samples_s"])
     tokens = point.tokens_per_step(spec.phase)
     row = {**base, "status": "ok", **stats, "samples_s": raw["samples_s"], "warmup_s": raw["warmup_s"],
@@ -199,6 +204,8 @@ def _run_point(backend, point: Point, spec: WorkloadSpec, timer, mem, progress: 
            "tokens_per_step": tokens, **workload.info}
     if trace_path:
         row.update(_trace_summary(trace_path, stats["latency_median_s"]))
+    elif capture_error:
+        row["trace_error"] = capture_error
     backend.release()
     return row
 

@@ -40,11 +40,16 @@ def main() -> None:
     ceilings = {"datasheet": {"peak": h100.peak_flops("bfloat16"), "bandwidth": h100.memory_bandwidth}}
     paths = save(roofline_matplotlib(rows, ceilings, title), a.out / "h100-fixtures-roofline")
     paths += save(latency_matplotlib(rows, title), a.out / "h100-fixtures-latency")
-    print("| batch | median ms | floor ms | CPU overhead ms | remainder ms | % of roof |")
-    print("|---|---|---|---|---|---|")
+    print("| batch | median ms | floor ms | CPU overhead ms | remainder ms (below roof + other idle) "
+          "| GPU busy ms | % of roof | matmul % of roof | element-wise % of roof |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        share = {o["op_type"]: o["roof_share"] for o in r["ops"]}
+        pct = lambda k: f"{share[k] * 100:.0f}%" if share.get(k) else "-"  # noqa: E731
         print(f"| {r['batch_size']} | {r['latency_median_s'] * 1e3:.2f} | {r['floor_s'] * 1e3:.2f} | "
-              f"{r['cpu_overhead_s'] * 1e3:.2f} | {r['remainder_s'] * 1e3:.2f} | {r['roof_share'] * 100:.1f}% |")
+              f"{r['cpu_overhead_s'] * 1e3:.2f} | {r['remainder_s'] * 1e3:.2f} ({r['below_roof_s'] * 1e3:.2f} + "
+              f"{r['other_idle_s'] * 1e3:.2f}) | {r['gpu_busy_s'] * 1e3:.2f} | {r['roof_share'] * 100:.1f}% | "
+              f"{pct('matmul')} | {pct('elementwise')} |")
     for p in paths:
         print(p)
 

@@ -161,10 +161,11 @@ class Check:
         self.md.append(f"ceilings: {c['source']} ({c['profile']}): peak {c['peak'] / 1e12:.1f} TFLOP/s, "
                        f"bandwidth {c['bandwidth'] / 1e12:.2f} TB/s")
         self.table(["batch", "median ms", "FLOP/B", "achieved TFLOP/s", "% of roof", "floor ms",
-                    "CPU overhead ms", "remainder ms"],
+                    "CPU overhead ms", "remainder ms", "GPU busy ms", "note"],
                    [[p["batch_size"], p["latency_median_s"] * 1e3, p["arithmetic_intensity"],
                      p["achieved_flops_per_s"] / 1e12, p["roof_share"] * 100, p["floor_s"] * 1e3,
-                     p["cpu_overhead_s"] and p["cpu_overhead_s"] * 1e3, p["remainder_s"] * 1e3]
+                     p["cpu_overhead_s"] and p["cpu_overhead_s"] * 1e3, p["remainder_s"] * 1e3,
+                     p["gpu_busy_s"] and p["gpu_busy_s"] * 1e3, p["note"] or ""]
                     for p in pl["points"]])
         plots = self.pb("roofline", "plot", run["run_id"], "--store", str(self.store), "--out",
                         str(self.out / "plots"), json_out=False)

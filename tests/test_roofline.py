@@ -142,9 +142,13 @@ def test_calibrate_place_plot_on_cpu(tmp_path, write_spec):
     d = json.loads(placed.stdout)
     assert d["ceilings"]["source"] == "measured"  # this machine was calibrated just above
     for p in d["points"]:
-        assert p["floor_s"] > 0 and 0 < p["roof_share"] < 1.5
-        assert p["floor_s"] + p["remainder_s"] == pytest.approx(p["latency_median_s"], rel=1e-6) or \
-            p["floor_s"] > p["latency_median_s"]
+        assert p["floor_s"] > 0 and p["roof_share"] > 0
+        assert "no trace" in p["note"]
+        if p["floor_s"] > p["latency_median_s"] or p["roof_share"] > 1.0001:
+            # a loaded 2-core machine can calibrate low: the contradiction is said, not hidden
+            assert "underestimate" in p["note"]
+        else:
+            assert p["floor_s"] + p["remainder_s"] == pytest.approx(p["latency_median_s"], rel=1e-6)
     ds = json.loads(run_cli("roofline", "place", rid, "--store", str(store), "--ceilings", "datasheet",
                             "--hardware", "generic-x86-64", "--format", "json").stdout)
     assert ds["ceilings"]["source"] == "datasheet" and ds["ceilings"]["profile"] == "generic-x86-64"
@@ -199,11 +203,72 @@ def test_place_with_real_h100_traces():
     rows = {r["batch_size"]: r for r in place_run(run, peak_flops=h100.peak_flops("bfloat16"),
                                                    bandwidth=h100.memory_bandwidth)}
     for r in rows.values():
+        # The parts add up, and the kernels' own time (which the profiler does not slow) is kept whole.
         assert r["floor_s"] + r["cpu_overhead_s"] + r["remainder_s"] == pytest.approx(r["latency_median_s"])
-        assert 0 < r["cpu_overhead_scale"] <= 1  # the profiler's slowdown is scaled out
+        assert r["floor_s"] + r["below_roof_s"] == pytest.approx(r["gpu_busy_s"])
+        assert r["below_roof_s"] + r["other_idle_s"] == pytest.approx(r["remainder_s"])
+        assert r["gpu_busy_s"] + r["cpu_overhead_s"] <= r["latency_median_s"] + 1e-12
+        assert min(r["below_roof_s"], r["other_idle_s"], r["cpu_overhead_s"]) >= 0 and r["note"] is None
         kinds = {o["op_type"]: o for o in r["ops"]}
         assert 0.3 < kinds["matmul"]["roof_share"] < 1.0
-    assert rows[1]["cpu_overhead_s"] > 0.5 * rows[1]["latency_median_s"]
-    assert rows[64]["cpu_overhead_s"] < 0.1 * rows[64]["latency_median_s"]
-    assert rows[64]["floor_s"] > 0.4 * rows[64]["latency_median_s"]
-    assert rows[1]["roof_share"] < rows[16]["roof_share"] < rows[64]["roof_share"]
+        assert kinds["embedding"]["gpu_time_us"] > 0  # aten::embedding's gather kernels are found
+    # The table in docs/roofline.md (python3 scripts/fixture_roofline.py), in ms.
+    table = {1: (0.87, 13.11, 2.30, 2.75), 16: (6.21, 10.40, 5.76, 11.45), 64: (24.83, 2.00, 21.75, 45.65)}
+    for b, (floor, cpu, rem, busy) in table.items():
+        r = rows[b]
+        assert (r["floor_s"] * 1e3, r["cpu_overhead_s"] * 1e3, r["remainder_s"] * 1e3, r["gpu_busy_s"] * 1e3) == \
+            pytest.approx((floor, cpu, rem, busy), abs=0.006)
+    assert [round(rows[b]["roof_share"] * 100, 1) for b in (1, 16, 64)] == [5.3, 23.0, 42.4]
+    assert all(rows[b]["bound"] == "compute" for b in (16, 64))
+
+
+def test_measured_ceilings_best_of_calibrations_and_never_across_devices(tmp_path):
+    """A profile's measured column comes from calibrations on that profile's kind of device only,
+    and a machine's ceilings are the best of its calibrations (a loaded or --quick run only lowers
+    them)."""
+    from perfbench.roofline.ceilings import measured_for_hardware, measured_for_profile
+    from perfbench.store import ResultsStore
+
+    fp = {"hardware_id": "h100host", "arch": "x86_64", "cpu_model": "Intel Xeon Platinum 8480+",
+          "gpus": [{"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 85_000_000_000}]}
+
+    def res(flops, bw, launch):
+        return {"matmul": {"bfloat16": {"flops_per_s": flops}}, "memory": {"bytes_per_s": bw},
+                "launch": {"launch_us": launch}}
+
+    store = tmp_path / "s.sqlite"
+    with ResultsStore(store) as st:
+        st.add_calibration(fingerprint=fp, versions={}, commit=None, device="cpu", results=res(7.9e11, 2.5e10, 2.0))
+        assert measured_for_profile(store, "h100-sxm") is None  # a CPU calibration of an H100 host
+        st.add_calibration(fingerprint=fp, versions={}, commit=None, device="cuda", results=res(7.8e14, 2.9e12, 2.4))
+        st.add_calibration(fingerprint=fp, versions={}, commit=None, device="cuda", results=res(6.1e14, 3.0e12, 2.2))
+        m = measured_for_hardware(st, "h100host", "cuda")
+    assert m["dense_flops"]["bfloat16"] == 7.8e14 and m["memory_bandwidth"] == 3.0e12 and m["launch_us"] == 2.2
+    assert m["calibrations"] == 2 and "best of 2" in m["source"]
+    shown = measured_for_profile(store, "h100-sxm")
+    assert shown is not None and shown["dense_flops"]["bfloat16"] == 7.8e14
+
+
+def test_place_table_names_its_ceilings(tmp_path, write_spec):
+    """The table title says which ceilings and profile were used (Rich must not eat the brackets)."""
+    store = tmp_path / "s.sqlite"
+    run = run_cli("run", str(write_spec(tiny_spec(batch_sizes=[1]))), "--store", str(store), "--format", "json", "-q")
+    rid = json.loads(run.stdout)["run_id"]
+    t = run_cli("roofline", "place", rid, "--store", str(store), "--ceilings", "datasheet", "--hardware",
+                "generic-x86-64")
+    assert t.returncode == 0, t.stderr
+    assert "datasheet ceilings" in t.stdout and "[generic-x86-64, given: 768.00 GFLOP/s" in t.stdout
+    assert "note: no trace" in t.stdout
+
+
+def test_bert_conventions_and_refusals():
+    ok = run_cli("roofline", "analyze", "--model", "bert-base", "--phase", "prefill", "--batch", "1", "--seq",
+                 "128", "--hardware", "h100-sxm", "--format", "json")
+    conv = json.loads(ok.stdout)["conventions"]
+    assert "bidirectional" in conv["attention"] and not {"gqa", "lm_head", "kv_cache", "causal_attention"} & set(conv)
+    half = run_cli("roofline", "analyze", "--model", "bert-base", "--phase", "prefill", "--batch", "1", "--seq",
+                   "128", "--hardware", "h100-sxm", "--causal", "half")
+    assert half.returncode == 2 and "bidirectionally" in half.stderr
+    long = run_cli("roofline", "analyze", "--model", "bert-base", "--phase", "prefill", "--batch", "1", "--seq",
+                   "1024", "--hardware", "h100-sxm")
+    assert long.returncode == 2 and "max_position_embeddings" in long.stderr

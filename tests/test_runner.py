@@ -258,6 +258,23 @@ def test_trace_capture_on_cpu(store_path):
     assert untraced.returncode == 3
 
 
+def test_failed_trace_capture_keeps_the_timed_point(store_path, monkeypatch):
+    """The profiler runs after the timed iterations: if it breaks, the measurement still stands."""
+    import perfbench.trace.capture as capture
+
+    def broken(*a, **k):
+        raise RuntimeError("profiler already enabled on this thread")
+
+    monkeypatch.setattr(capture, "capture_trace", broken)
+    spec = parse_spec(tiny_spec(batch_sizes=[1], measure={"repeats": 3, "trace": True}))
+    with ResultsStore(store_path) as st:
+        res = run_spec(spec, st, trace_dir=store_path.parent / "traces")
+        (p,) = st.get_run(res.run_id)["points"]
+    assert res.status == "completed" and p["status"] == "ok" and len(p["samples_s"]) == 3
+    assert p["trace_path"] is None
+    assert p["extra"]["trace_error"].startswith("trace capture failed: RuntimeError: profiler already")
+
+
 def _decode_tokens(spec_overrides: dict, iterations: int = 2) -> tuple[list, dict, object]:
     """Run a decode workload's step `iterations` times (with its reset between) and collect tokens."""
     from perfbench.backends.base import Point

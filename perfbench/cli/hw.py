@@ -251,6 +251,8 @@ def show(
         if e is not None:
             u = _rate_unit(d)
             row(f"dense {d}", _si(e.value, u), e.source, e.value, m_flops.get(d), u)
+        elif d in m_flops:  # measured here, no datasheet figure: still worth seeing
+            row(f"dense {d}", "-", "no datasheet figure", None, m_flops[d], _rate_unit(d))
     t.add_section()
     mem = p.memory
     row("memory type", mem.type, None)
@@ -275,6 +277,9 @@ def show(
     if p.link.bandwidth is not None:
         row("link bandwidth/dir", _si(p.link.bandwidth.value, "B/s"), p.link.bandwidth.source,
             p.link.bandwidth.value, (measured or {}).get("link_bandwidth"), "B/s")
+    if measured and measured.get("launch_us"):
+        t.add_row(_txt("kernel launch"), _txt("-"), _txt(f"{measured['launch_us']:.2f} us"),
+                  _txt("measured only: a null kernel's launch call"))
     t.add_section()
     if p.tdp_watts is not None:
         row("tdp", f"{p.tdp_watts.value:g} W", p.tdp_watts.source)

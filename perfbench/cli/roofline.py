@@ -60,6 +60,12 @@ def analyze_cmd(
     arch = PRESETS[model]
     if arch.family == "bert" and phase == "decode":
         raise InputError(f"--phase decode needs a decoder model; {model} is an encoder")
+    if arch.family == "bert" and causal == "half":
+        raise InputError(f"--causal half applies to causal (decoder) attention; {model} attends "
+                         "bidirectionally: leave --causal at full")
+    if arch.family == "bert" and seq > arch.max_position_embeddings:
+        raise InputError(f"--seq {seq} exceeds {model}'s max_position_embeddings "
+                         f"({arch.max_position_embeddings})")
     prof = load_profile(hardware)
     rep = analyze(arch, phase=phase, batch=batch, seq=seq, peak_flops=prof.peak_flops(dtype),
                   bandwidth=prof.memory_bandwidth, dtype=dtype, weight_dtype=weight_dtype, causal=causal)
@@ -122,8 +128,13 @@ def place_cmd(
         return
     from rich.table import Table
 
-    t = Table(title=f"{run['name']} ({run['run_id']}) vs {ceil['source']} ceilings "
-                    f"[{ceil['profile'] or 'no profile'}: {_si(ceil['peak'], 'FLOP/s')}, {_si(ceil['bandwidth'], 'B/s')}]")
+    from rich.markup import escape
+
+    match = {"matched": "", "given": ", given", "fallback": ", generic fallback: no profile matches this run's hardware",
+             "none": ""}.get(ceil.get("profile_match") or "none", "")
+    t = Table(title=escape(f"{run['name']} ({run['run_id']}) vs {ceil['source']} ceilings "
+                           f"[{ceil['profile'] or 'no profile'}{match}: {_si(ceil['peak'], 'FLOP/s')}, "
+                           f"{_si(ceil['bandwidth'], 'B/s')}]"))
     for col in ("batch", "median", "FLOP/B", "achieved", "% roof", "bound", "floor", "CPU overhead", "remainder"):
         t.add_column(col, justify="right")
     for r in rows:
@@ -133,8 +144,8 @@ def place_cmd(
                   _time(r["floor_s"]), _time(cpu) if cpu is not None else "-", _time(r["remainder_s"]))
     console.print(t)
     notes = {r.get("note") for r in rows if r.get("note")}
-    for n in notes:
-        console.print(f"[dim]note: {n}[/]")
+    for n in sorted(notes):
+        console.print(f"[dim]note: {escape(n)}[/]")
 
 
 @app.command("plot")

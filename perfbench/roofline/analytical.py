@@ -169,7 +169,19 @@ def model_ops(arch: ModelArch, *, phase: Literal["prefill", "decode"], batch: in
 
 
 def conventions(*, causal: str = "full", lm_head_positions: str = "all", dtype: str = "bfloat16",
-                weight_dtype: str | None = None) -> dict[str, Any]:
+                weight_dtype: str | None = None, family: str = "llama") -> dict[str, Any]:
+    """The counting rules behind the numbers, stated in every report (only those that apply)."""
+    conv = _conventions(causal, lm_head_positions, dtype, weight_dtype)
+    if family == "bert":
+        for key in ("gqa", "lm_head", "decode", "kv_cache"):
+            conv.pop(key)
+        conv["attention"] = "bidirectional: full S*S scores; every head has its own K/V"
+        conv.pop("causal_attention")
+        conv["pooler"] = "one dense + tanh over the first token"
+    return conv
+
+
+def _conventions(causal: str, lm_head_positions: str, dtype: str, weight_dtype: str | None) -> dict[str, Any]:
     return {
         "fma_flops": 2,
         "causal_attention": ("full S*S scores (as SDPA math and FlopCounterMode count)" if causal == "full"
@@ -181,8 +193,9 @@ def conventions(*, causal: str = "full", lm_head_positions: str = "all", dtype: 
         "gqa": "Q sized by query heads, K/V by KV heads",
         "lm_head": f"2*tokens*hidden*vocab FLOPs, positions: {lm_head_positions} (prefill)",
         "decode": "--seq is the context length in the KV cache; one new token per sequence",
-        "kv_cache": ("appended in place (the ideal floor); transformers' DynamicCache re-copies the "
-                     "cache with torch.cat every step, extra traffic that lands in the measured remainder"),
+        "kv_cache": ("appended in place (the ideal floor, and what the StaticCache of the CUDA-graph "
+                     "compile modes does); a DynamicCache that re-copies the cache with torch.cat "
+                     "every step adds traffic that lands in the measured remainder"),
         "elementwise_flops_per_element": dict(ELEMENTWISE_FLOPS),
         "roofline_time": "per op max(flops/peak, bytes/bandwidth); total = sum over ops",
     }
@@ -220,6 +233,7 @@ def analyze(arch: ModelArch, *, phase: str, batch: int, seq: int, peak_flops: fl
     tokens = batch * (seq if phase == "prefill" else 1)
     return {
         "conventions": conventions(causal=causal, lm_head_positions=lm_head_positions, dtype=dtype,
+                                   family=arch.family,
                                    weight_dtype=weight_dtype),
         "workload": {"phase": phase, "batch": batch, "seq": seq, "dtype": dtype,
                      "weight_dtype": weight_dtype or dtype, "tokens": tokens,

@@ -1,7 +1,8 @@
 """Ceilings for a roofline: the datasheet's (hardware profile) and the machine's own (calibrate).
 
-Measured ceilings live in the results store keyed by hardware fingerprint. A profile's measured
-ceilings are those of the newest calibration whose fingerprint matches that profile.
+Measured ceilings live in the results store keyed by hardware fingerprint. A machine's measured
+ceilings are the best of its calibrations on that device; a profile's are those of the newest
+calibrated machine that matches it.
 """
 
 from __future__ import annotations
@@ -10,22 +11,42 @@ from pathlib import Path
 from typing import Any
 
 
-def measured_from_calibration(cal: dict[str, Any]) -> dict[str, Any]:
-    """The `hw show` shape: dense_flops per dtype, memory and link bandwidth, launch overhead."""
-    res = cal["results"]
-    flops = {d: m["flops_per_s"] for d, m in res.get("matmul", {}).items() if m.get("flops_per_s")}
+def measured_from_calibrations(cals: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `hw show` shape (dense_flops per dtype, memory and link bandwidth, launch overhead) of
+    the best of several calibrations of one machine, ceiling by ceiling: highest FLOP/s and
+    bandwidths, lowest launch cost. Why the best and not the newest: a ceiling is what the machine
+    can do, and noise (other load, a `--quick` run, clocks still ramping) only ever lowers it.
+    `cals` newest first, as the store returns them."""
+    flops: dict[str, float] = {}
+    mem = launch = link = None
+    for cal in cals:
+        res = cal["results"]
+        for d, m in res.get("matmul", {}).items():
+            if m.get("flops_per_s"):
+                flops[d] = max(flops.get(d, 0.0), m["flops_per_s"])
+        bw = res.get("memory", {}).get("bytes_per_s")
+        if bw:
+            mem = max(mem or 0.0, bw)
+        lu = res.get("launch", {}).get("launch_us")
+        if lu:
+            launch = min(launch, lu) if launch else lu
+        hd = res.get("host_device")
+        if hd:
+            link = max(link or 0.0, min(hd["h2d_bytes_per_s"], hd["d2h_bytes_per_s"]))
+    new = cals[0]
+    what = (f"perfbench calibrate {new['calibration_id']}" if len(cals) == 1 else
+            f"best of {len(cals)} perfbench calibrations, newest {new['calibration_id']}")
     out: dict[str, Any] = {
         "dense_flops": flops,
-        "memory_bandwidth": res.get("memory", {}).get("bytes_per_s"),
-        "launch_us": res.get("launch", {}).get("launch_us"),
-        "source": f"perfbench calibrate {cal['calibration_id']} ({cal['created_at'][:19]}, "
-                  f"{cal['device']}, hardware_id {cal['hardware_id']})",
-        "calibration_id": cal["calibration_id"],
-        "hardware_id": cal["hardware_id"],
+        "memory_bandwidth": mem,
+        "launch_us": launch,
+        "source": f"{what} ({new['created_at'][:19]}, {new['device']}, hardware_id {new['hardware_id']})",
+        "calibration_id": new["calibration_id"],
+        "calibrations": len(cals),
+        "hardware_id": new["hardware_id"],
     }
-    hd = res.get("host_device")
-    if hd:
-        out["link_bandwidth"] = min(hd["h2d_bytes_per_s"], hd["d2h_bytes_per_s"])
+    if link:
+        out["link_bandwidth"] = link
     return out
 
 
@@ -41,23 +62,27 @@ def profile_for_fingerprint(fp: dict[str, Any]):
 
 
 def measured_for_profile(store_path: str | Path, profile_name: str) -> dict[str, Any] | None:
-    """Newest calibration on hardware that matches `profile_name` (None if none, or no store)."""
+    """Measured ceilings of the newest calibrated machine that matches `profile_name`, on that
+    profile's kind of device (a GPU profile never shows a CPU calibration of a GPU host). The best
+    of that machine's calibrations. None if none, or no store."""
+    from perfbench.hardware.profile import load_profile
     from perfbench.store import ResultsStore
 
     if not Path(store_path).exists():
         return None
+    device = "cuda" if load_profile(profile_name).kind == "gpu" else "cpu"
     with ResultsStore(store_path, create=False) as st:
-        for cal in st.calibrations():
+        for cal in st.calibrations(device=device):
             prof, _ = profile_for_fingerprint(cal["fingerprint"])
             if prof is not None and prof.name == profile_name:
-                return measured_from_calibration(cal)
+                return measured_for_hardware(st, cal["hardware_id"], device)
     return None
 
 
 def measured_for_hardware(store, hardware_id: str, device: str) -> dict[str, Any] | None:
-    """Newest calibration of exactly this hardware id and device, from an open store."""
+    """The best of the calibrations of exactly this hardware id and device, from an open store."""
     cals = store.calibrations(hardware_id=hardware_id, device=device)
-    return measured_from_calibration(cals[0]) if cals else None
+    return measured_from_calibrations(cals) if cals else None
 
 
 def run_ceilings(store, run: dict[str, Any], *, hardware: str | None = None,

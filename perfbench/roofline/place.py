@@ -4,11 +4,17 @@ For every measured point: the analytical FLOPs and bytes of the whole workload, 
 and arithmetic intensity, the share of the roof reached, and the latency split into
 
 * `floor_s`: the roofline floor (sum over operators of max(FLOPs/peak, bytes/bandwidth));
-* `cpu_overhead_s`: time the GPU sat idle waiting for the CPU to launch work (the trace's
-  `idle_host_wait_us`, scaled by timed median / traced span because the profiler slows the host;
-  needs `measure.trace: true`, and a GPU);
-* `remainder_s`: the rest (kernels running below the roof, synchronisation, gaps the tracer could
-  not attribute).
+* `cpu_overhead_s`: time the GPU sat idle waiting for the CPU to launch work. The profiler slows
+  the host but not the kernels, so the trace's GPU busy time (`gpu_busy_s`) holds for the timed
+  iteration and the rest of the median is GPU idle; that idle is split between host wait and other
+  idle in the proportion the trace shows (`idle_host_wait_us` over the traced idle). Needs
+  `measure.trace: true`, and a GPU;
+* `remainder_s`: the rest = `below_roof_s` (GPU busy beyond the floor: kernels running below the
+  roof) + `other_idle_s` (synchronisation, gaps the tracer could not attribute).
+
+The parts always add up: floor + CPU overhead + remainder = median, and floor + below-roof = GPU
+busy. Where a measurement contradicts the ceilings (above the roof, kernels faster than the floor)
+the row's `note` says so instead of clamping silently.
 
 With a trace, operators are also placed by type (matmul, attention, embedding, element-wise): the
 analytical FLOPs/bytes of that type over the GPU time its kernels took in the trace.
@@ -26,7 +32,8 @@ from perfbench.roofline.analytical import model_ops
 _OP_TYPES = [
     ("attention", re.compile(r"scaled_dot_product|flash_attention|efficient_attention|cudnn_attention")),
     ("matmul", re.compile(r"aten::(mm|addmm|bmm|baddbmm|matmul|linear|_scaled_mm)\b")),
-    ("embedding", re.compile(r"aten::(embedding|index_select)\b")),
+    # torch >= 2.x runs the embedding lookup as aten::gather/index_select under aten::embedding
+    ("embedding", re.compile(r"aten::(embedding|embedding_dense|index_select|gather)\b")),
 ]
 
 
@@ -80,6 +87,9 @@ def place_run(run: dict[str, Any], *, peak_flops: float, bandwidth: float,
         flops = sum(o.total_flops for o in ops)
         by = sum(o.total_bytes for o in ops)
         floor = sum(max(o.total_flops / peak_flops, o.total_bytes / bandwidth) for o in ops)
+        # The same rule as `roofline analyze`'s total: the bound whose operators take most of the floor.
+        t_compute = sum(o.total_flops / peak_flops for o in ops if o.total_flops / peak_flops >= o.total_bytes / bandwidth)
+        t_memory = sum(o.total_bytes / bandwidth for o in ops if o.total_flops / peak_flops < o.total_bytes / bandwidth)
         lat = p["latency_median_s"]
         ai = flops / by
         attainable = min(peak_flops, ai * bandwidth)
@@ -88,21 +98,32 @@ def place_run(run: dict[str, Any], *, peak_flops: float, bandwidth: float,
             "batch_size": p["batch_size"], "seq_len": p["seq_len"], "new_tokens": p["new_tokens"],
             "latency_median_s": lat, "flops": flops, "bytes": by, "arithmetic_intensity": ai,
             "achieved_flops_per_s": achieved, "attainable_flops_per_s": attainable,
-            "roof_share": achieved / attainable, "bound": "compute" if ai * bandwidth >= peak_flops else "memory",
+            "roof_share": achieved / attainable, "bound": "compute" if t_compute >= t_memory else "memory",
             "floor_s": floor, "floor_share": floor / lat,
-            "cpu_overhead_s": None, "remainder_s": None, "trace": None, "ops": [],
+            "cpu_overhead_s": None, "remainder_s": None, "gpu_busy_s": None, "below_roof_s": None,
+            "other_idle_s": None, "trace": None, "ops": [], "notes": [],
         }
         _split_with_trace(row, p, ops, peak_flops, bandwidth)
+        if floor > lat:
+            row["notes"].append(f"the roofline floor ({floor * 1e3:.3g} ms) exceeds the measured latency "
+                                f"({lat * 1e3:.3g} ms): the ceilings underestimate this machine (calibrate "
+                                "again without load, or compare with --ceilings datasheet)")
+        elif achieved > attainable * 1.0001:
+            row["notes"].append(f"above the roof ({achieved / attainable:.0%}): the ceilings underestimate "
+                                "this machine (calibrate again without load)")
+        row["note"] = "; ".join(row.pop("notes")) or None
         rows.append(row)
     return rows
 
 
 def _split_with_trace(row: dict[str, Any], point: dict[str, Any], ops, peak: float, bw: float) -> None:
+    """Split the timed median into floor + CPU overhead + remainder (see the module docstring)."""
     lat, floor = row["latency_median_s"], row["floor_s"]
+    notes = row["notes"]
     path = point.get("trace_path")
     if not path:
         row["remainder_s"] = max(lat - floor, 0.0)
-        row["note"] = "no trace: run with measure.trace: true (or --trace) to split out CPU launch overhead"
+        notes.append("no trace: run with measure.trace: true (or --trace) to split out CPU launch overhead")
         return
     from perfbench.errors import InputError
     from perfbench.trace.metrics import analyze
@@ -112,30 +133,38 @@ def _split_with_trace(row: dict[str, Any], point: dict[str, Any], ops, peak: flo
         an = analyze(path)
     except (InputError, FileNotFoundError, OSError) as exc:
         row["remainder_s"] = max(lat - floor, 0.0)
-        row["note"] = f"trace unreadable ({exc}); no launch split"
+        notes.append(f"trace unreadable ({exc}); no launch split")
         return
     f = an.figures
     row["trace"] = {"path": path, **f.as_dict(), "traced_span_us": an.traced_span_us}
     if not f.has_gpu:
         row["remainder_s"] = max(lat - floor, 0.0)
-        row["note"] = "CPU-only trace: no GPU launch overhead to split out"
+        notes.append("CPU-only trace: no GPU launch overhead to split out")
         return
-    # The profiler slows the host; scale host-wait idle to the untraced iteration.
-    scale = min(1.0, lat * 1e6 / an.traced_span_us) if an.traced_span_us else 1.0
-    cpu = (f.idle_host_wait_us or 0.0) * scale / 1e6
+    # The profiler slows the host, never the kernels: the trace's GPU busy time holds for the timed
+    # iteration, and the rest of the median is GPU idle. That idle is split between waiting on the
+    # host and other idle in the proportion the trace shows.
+    busy = min((f.gpu_busy_us or 0.0) / 1e6, lat)
+    idle = lat - busy
+    traced_idle = (f.gpu_span_us or 0.0) - (f.gpu_busy_us or 0.0)
+    host_share = min(1.0, (f.idle_host_wait_us or 0.0) / traced_idle) if traced_idle > 0 else 0.0
+    cpu = idle * host_share
+    row["gpu_busy_s"] = busy
     row["cpu_overhead_s"] = cpu
-    row["cpu_overhead_scale"] = scale
+    row["other_idle_s"] = idle - cpu
+    row["below_roof_s"] = busy - floor
     row["remainder_s"] = lat - floor - cpu
-    if row["remainder_s"] < 0:
-        row["note"] = "floor + CPU overhead exceed the measured latency (estimate error); remainder clamped"
-        row["remainder_s"] = 0.0
+    if busy < floor:
+        notes.append("the kernels ran faster than the roofline floor: the ceilings underestimate this machine")
+        row["below_roof_s"] = 0.0
+        row["remainder_s"] = max(row["remainder_s"], 0.0)
     table = operator_table(an, level="op")
     names = [str(n) for n in table["operator"]]
     if f.graph_launches or any("CompiledFxGraph" in n or "triton" in n.lower() for n in names):
         # Fused Triton kernels and CUDA-graph replays do not sit under aten::mm / SDPA operators:
         # a split by operator type would put matmul time under "element-wise". Say so, skip it.
-        row["note"] = ("compiled run: its kernels are not attributed to ATen operators, so no "
-                       "per-operator-type positions (the workload position and split stand)")
+        notes.append("compiled run: its kernels are not attributed to ATen operators, so no "
+                     "per-operator-type positions (the workload position and split stand)")
         return
     gpu_by_kind: dict[str, float] = {}
     for name, t in zip(table["operator"], table["gpu_time_us"]):

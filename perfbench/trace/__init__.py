@@ -35,11 +35,13 @@ gpu_busy_us, gpu_span_us, gpu_util
     busy / span.
 idle_host_wait_us
     GPU idle time spent waiting on the CPU: for every gap in the busy union (all streams idle),
-    the whole gap counts when the call that enqueued the activity ending the gap had not finished
-    when the gap began (call_end > gap_start): the work was not yet submitted when the GPU ran dry,
-    so the host (Python, dispatch, launch) was the bottleneck. Gaps whose next work was already
-    enqueued (a sync, an event wait, a graph whose launch came earlier) and gaps ended by orphans
-    do not count.
+    the part from the gap's start until the call that enqueued the activity ending the gap
+    returned, min(call_end, gap_end) - gap_start, when that call had not returned when the gap
+    began: the work was not yet submitted while the GPU ran dry, so the host (Python, dispatch,
+    launch) was the bottleneck. The rest of the gap (the GPU picking the work up) does not count;
+    of activities starting together at the gap's end, the latest call counts. Gaps whose next work
+    was already enqueued (a sync, an event wait, a graph launched earlier) and gaps ended by
+    orphans do not count.
 bound
     `cpu` when gpu_util < 0.5 or idle_host_wait_us >= 0.5 * gpu_span_us, else `gpu`; null without
     GPU activity. A GPU idle for more than half of its span cannot be what limits the iteration.

@@ -7,7 +7,9 @@ by chain length, here `score = occurrences x (length - 1)` = the launches a fusi
 Occurrences are counted without overlap, and chains are picked greedily by score so that the
 kernels of one occurrence are claimed by a single candidate (otherwise every shifted window of one
 repeated transformer layer would fill the list). `launch_saving_us` sums, over the occurrences, the
-launch overhead (TKLQT term) of every kernel but the first: the launch time fusion saves.
+launch-call time (the API call's duration) of every kernel but the first: the host time a fusion
+saves. Not their whole TKLQT term: its queue part is time spent waiting behind earlier GPU work,
+which a fused kernel would wait just the same (at b64 on the H100 that is nearly all of TKLQT).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def _kernel_sequence(analysis: Analysis) -> pd.DataFrame:
             "row": idx,
             "stream": stream[o],
             "code": gpu["name"].cat.codes.to_numpy()[idx].astype(np.int64),
-            "tklqt": np.nan_to_num(acts["tklqt_us"].to_numpy()[idx]),
+            # graph-replayed kernels (no call of their own) have NaN: replaying them costs no launch
+            "launch_us": np.nan_to_num(acts["launch_call_us"].to_numpy()[idx]),
             "step": acts["step"].to_numpy()[idx],
         }
     )
@@ -55,8 +58,8 @@ def fusion_candidates(analysis: Analysis, *, min_len: int = 2, max_len: int = 8,
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
     code = seq["code"].to_numpy()
     group = seq["stream"].to_numpy() * 1_000_003 + seq["step"].to_numpy()
-    tk = seq["tklqt"].to_numpy()
-    cs = np.r_[0.0, np.cumsum(tk)]  # prefix sums of the TKLQT terms
+    tk = seq["launch_us"].to_numpy()
+    cs = np.r_[0.0, np.cumsum(tk)]  # prefix sums of the launch-call times
     cands = []  # (overlapping count * (L-1), saving, first start, L, start positions)
     mult = np.uint64(0x9E3779B97F4A7C15)
     for L in range(min_len, min(max_len, n) + 1):

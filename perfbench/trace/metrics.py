@@ -213,7 +213,7 @@ def analyze(source: Trace | str | Path) -> Analysis:
 
     per_step = _per_step(acts, is_kernel, n_steps, step_ids)
     orphans = int((~launched).sum())
-    neg_count = int((neg & in_step).sum())
+    neg_count = int(neg.sum())  # a data-quality total for the trace, like orphans
     has_gpu = n > 0
     sel = in_step
     outside = int((~in_step).sum()) if len(steps_df) else 0
@@ -310,7 +310,7 @@ def _per_step(acts: pd.DataFrame, is_kernel: np.ndarray, n_steps: int, step_ids:
         end = acts["end_us"].to_numpy()[sel]
         st = step[sel]
         call_end = acts["call_end_us"].to_numpy()[sel]
-        order = np.lexsort((ts, st))
+        order = np.lexsort((-np.nan_to_num(call_end, nan=-np.inf), ts, st))  # ties: file order never matters
         ts, end, st, call_end = ts[order], end[order], st[order], call_end[order]
         new_step = np.ones(len(st), dtype=bool)
         new_step[1:] = st[1:] != st[:-1]
@@ -326,13 +326,16 @@ def _per_step(acts: pd.DataFrame, is_kernel: np.ndarray, n_steps: int, step_ids:
         first_ts = ts[grp_start]
         last_end = np.maximum.reduceat(end, grp_start)
         span[st[grp_start]] = last_end - first_ts
-        # host-wait idle: gap before a busy segment whose first activity's call ended after the GPU
-        # went idle (the work was not yet enqueued when the GPU ran dry)
+        # host-wait idle: the part of an idle gap before the launch call of the work that ends it
+        # returned (the work was not yet enqueued while the GPU ran dry). Of the activities that
+        # start together at the gap's end, the latest call counts (sorted first among the ties).
+        # After that call returns, the rest of the gap is the GPU's own pick-up latency.
         later = ~new_step[seg_idx]
         gap_start = prev_cm[seg_idx]
-        gap = seg_start - gap_start
-        waits = later & (call_end[seg_idx] > gap_start)
-        np.add.at(hw, seg_step[waits], gap[waits])
+        enqueued = np.minimum(call_end[seg_idx], seg_start)  # NaN stays NaN: an orphan's wait is unknown
+        with np.errstate(invalid="ignore"):
+            waits = later & (enqueued > gap_start)
+        np.add.at(hw, seg_step[waits], (enqueued - gap_start)[waits])
         tkl = acts["tklqt_us"].to_numpy()[sel]
         np.add.at(tk, step[sel], np.nan_to_num(tkl))
         np.add.at(kern, step[sel], is_kernel[sel].astype(float))

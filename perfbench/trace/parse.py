@@ -124,10 +124,14 @@ class _Columns:
     def add(self, cols: list[list[Any]]) -> None:
         if not cols[0]:
             return
-        for part, values, dtype in zip(self.parts, cols, self.dtypes):
+        for name, part, values, dtype in zip(self.names, self.parts, cols, self.dtypes):
             try:
                 part.append(np.asarray(values, dtype=dtype))
-            except (TypeError, ValueError, OverflowError):  # e.g. a string pid; keep it as a code
+            except (TypeError, ValueError, OverflowError):
+                if name in ("ts", "dur"):  # a time that is no number would poison every figure
+                    bad = next(v for v in values if not _is_number(v))
+                    raise TypeError(f"'{name}' must be a number of microseconds, got {bad!r}") from None
+                # e.g. a string pid or tid: keep it, as a stable code
                 part.append(np.asarray([_coerce_num(v) for v in values], dtype=dtype))
 
     def frame(self) -> dict[str, np.ndarray]:
@@ -138,6 +142,14 @@ class _Columns:
 
 
 _ODD_IDS: dict[Any, int] = {}
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return not isinstance(v, bool)
 
 
 def _coerce_num(v: Any) -> float:

@@ -43,3 +43,10 @@ class StoreError(PerfbenchError):
     """The results store cannot be used: locked for too long, corrupt, or not a perfbench store."""
 
     exit_code = EXIT_STORE
+
+
+class RunFailed(PerfbenchError):
+    """The workload itself failed (a crash in the backend or model code). The run is stored as
+    failed with its reason; exit 1, as for a run whose every point failed."""
+
+    exit_code = 1

@@ -58,13 +58,17 @@ def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
     name = type(exc).__name__
-    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    # CUDA: OutOfMemoryError / "CUDA out of memory"; CPU: "DefaultCPUAllocator: can't allocate memory"
+    return (name in ("OutOfMemoryError", "MemoryError") or "out of memory" in text
+            or "can't allocate memory" in text or "cannot allocate memory" in text)
 
 
 @dataclass
 class Progress:
     """Callbacks the CLI uses to draw progress; all optional so library use stays quiet."""
 
+    on_run_start: Callable[[str], None] = lambda run_id: None
     on_point_start: Callable[[Point, int, int], None] = lambda p, i, n: None
     on_sample: Callable[[int, int], None] = lambda done, target: None
     on_point_end: Callable[[Point, dict], None] = lambda p, r: None
@@ -101,7 +105,9 @@ def measure_point(workload, timer, spec: WorkloadSpec, on_sample=lambda d, t: No
             on_sample(len(samples), m.repeats)
             if time.perf_counter() - t_start > m.max_seconds and len(samples) >= 1:
                 break
-    return {"samples_s": samples, "warmup_s": warmup_s}
+    # Cut short by max_seconds: fewer samples than asked, which the point must say.
+    capped = len(samples) < m.repeats or measured < m.min_seconds
+    return {"samples_s": samples, "warmup_s": warmup_s, "capped": capped}
 
 
 def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None = None,
@@ -117,11 +123,12 @@ def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None =
     progress = progress or Progress()
     device = resolve_device(spec.device)
     run_id = store.create_run(
-        name=spec.name, spec=spec.normalised(), spec_hash=spec.spec_hash(), fingerprint=fingerprint(),
+        name=spec.name, spec=spec.stored(), spec_hash=spec.spec_hash(), fingerprint=fingerprint(),
         versions=software_versions(), commit=git_commit(), device=device, spec_path=spec_path,
         sweep_id=sweep_id,
     )
     result = RunResult(run_id=run_id, status="running")
+    progress.on_run_start(run_id)
     backend = None
     try:
         with _sigterm_as_interrupt(), _nvtx(f"run {spec.name}"):
@@ -137,8 +144,12 @@ def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None =
                 result.points.append(row)
                 progress.on_point_end(point, row)
         failed = [p for p in result.points if p["status"] == "failed"]
+        capped = [p for p in result.points if p.get("capped")]
         result.status = "completed"
-        result.reason = f"{len(failed)} of {len(result.points)} points failed" if failed else None
+        reasons = [f"{len(failed)} of {len(result.points)} points failed"] if failed else []
+        if capped:
+            reasons.append(f"{len(capped)} point(s) cut short by measure.max_seconds (fewer samples than asked)")
+        result.reason = "; ".join(reasons) or None
         if failed and len(failed) == len(result.points):
             # Nothing was measured: that is a failed run (exit 1), not a completed one.
             result.status = "failed"
@@ -202,6 +213,9 @@ def _run_point(backend, point: Point, spec: WorkloadSpec, timer, mem, progress: 
            "tokens_per_s": tokens / stats["latency_median_s"] if stats["latency_median_s"] > 0 else None,
            "peak_memory_bytes": peak, "memory_kind": mem.kind, "trace_path": trace_path,
            "tokens_per_step": tokens, **workload.info}
+    if raw.get("capped"):
+        row["capped"] = (f"measure.max_seconds ({spec.measure.max_seconds:g} s) reached after "
+                         f"{len(raw['samples_s'])} of {spec.measure.repeats} repeats")
     if trace_path:
         row.update(_trace_summary(trace_path, stats["latency_median_s"]))
     elif capture_error:

@@ -87,14 +87,22 @@ class WorkloadSpec(BaseModel):
         return [Point(b, self.seq_len, self.new_tokens) for b in self.batch_sizes]
 
     def normalised(self) -> dict[str, Any]:
-        """The spec with every default filled in: what is stored and hashed."""
+        """The spec with every default filled in (still a valid spec: sweeps re-parse it)."""
         d = self.model_dump(mode="json")
         d["backend"] = self.backend_config.model_dump(mode="json")
         return d
 
+    def stored(self) -> dict[str, Any]:
+        """What a run stores: the normalised spec plus the architecture it resolved to, so the run
+        still says what was measured if a preset's definition changes later."""
+        return {**self.normalised(), "arch": self.arch.model_dump(mode="json")}
+
     def spec_hash(self) -> str:
-        """Hash of what decides the measurement (name and description excluded)."""
+        """Hash of what decides the measurement: the resolved architecture, not how the model was
+        written (`tiny-llama`, `{preset: tiny-llama}` and the full mapping are one workload); name
+        and description excluded."""
         d = self.normalised()
+        d["model"] = self.arch.model_dump(mode="json")
         d.pop("name", None)
         d.pop("description", None)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
@@ -122,6 +130,9 @@ def set_path(workload: dict[str, Any], path: str, value: Any) -> None:
     parent = workload.get(head)
     if head == "model" and isinstance(parent, str):
         parent = {"preset": parent}  # a preset with one field overridden
+    if parent is not None and not isinstance(parent, dict):
+        raise SpecError(f"--set {path}", [(head, f"is {type(parent).__name__} {parent!r}, not a mapping: "
+                                                 f"set {head} itself (e.g. {head}=VALUE), not {path}")])
     parent = dict(parent or {})
     parent[leaf] = value
     workload[head] = parent

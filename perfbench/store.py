@@ -146,7 +146,11 @@ class ResultsStore:
                              "or pass --store PATH)")
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"{self.path} is a directory, not a results store file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of results store {self.path}: "
+                             f"{exc.strerror or exc} ({exc.filename or self.path.parent})") from None
         try:
             self._conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None,
                                          check_same_thread=False)

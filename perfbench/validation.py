@@ -17,7 +17,24 @@ from perfbench.errors import SpecError
 
 
 class YamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads `989.4e12` and `1e9` as floats (YAML 1.2), not strings."""
+    """SafeLoader that also reads `989.4e12` and `1e9` as floats (YAML 1.2), not strings, and
+    refuses duplicate keys: PyYAML would silently keep the last one, so `compile: turbo` followed
+    by `compile: none` would run without a word about the first."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001 - PyYAML's signature
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: PyYAML reports it below
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first.start_mark.line + 1}); "
+                    "each field may appear once", key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
 
 
 YamlLoader.add_implicit_resolver(
@@ -37,6 +54,8 @@ def read_yaml(path: Path) -> Any:
         text = Path(path).read_text()
     except FileNotFoundError:
         raise SpecError(str(path), [("", "file not found")]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), [("", f"not UTF-8 text (byte {exc.start}): a YAML file is expected")]) from None
     except OSError as exc:
         raise SpecError(str(path), [("", f"cannot read file: {exc.strerror or exc}")]) from None
     try:

@@ -130,6 +130,37 @@ def test_run_where_every_point_failed_is_failed_and_exits_1(write_spec, store_pa
     assert run["status"] == "failed" and [p["status"] for p in run["points"]] == ["failed", "failed"]
 
 
+def test_points_cut_short_by_max_seconds_say_so(store_path):
+    _, run = _run(tiny_spec(batch_sizes=[1], measure={"repeats": 100000, "min_seconds": 0.0,
+                                                      "max_seconds": 0.05}), store_path)
+    (p,) = run["points"]
+    assert p["status"] == "ok" and p["n_samples"] < 100000
+    assert "max_seconds" in p["extra"]["capped"] and "cut short" in run["reason"]
+    _, full = _run(tiny_spec(batch_sizes=[1]), store_path)
+    assert full["reason"] is None and "capped" not in full["points"][0]["extra"]
+
+
+def test_cpu_allocation_failure_reads_as_out_of_memory():
+    from perfbench.runner import _is_oom
+
+    assert _is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory"))
+    assert _is_oom(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not _is_oom(RuntimeError("shape mismatch"))
+
+
+def test_cli_names_the_run_when_the_backend_crashes(tmp_path, write_spec, store_path):
+    """A crash inside model code is one clear line naming the stored (failed) run, exit 1."""
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / "config.json").write_text('{"model_type": "llama"}')  # no weight files
+    r = run_cli("run", str(write_spec(tiny_spec(weights=str(weights)))), "--store", str(store_path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    with ResultsStore(store_path) as st:
+        (row,) = st.list_runs()
+    assert row["status"] == "failed"
+    assert f"run {row['run_id']} failed" in r.stderr and f"perfbench results show {row['run_id']}" in r.stderr
+
+
 def test_backend_crash_marks_run_failed(store_path, monkeypatch):
     from perfbench.backends.torch import backend as tb
 
@@ -205,8 +236,15 @@ def test_cli_run_and_results(write_spec, store_path):
                 "tokens_per_s", "peak_memory_bytes", "samples_s"} <= set(p)
 
     csv_out = run_cli("results", "show", rid, "--store", str(store_path), "--format", "csv").stdout
-    header, *rows = csv_out.strip().splitlines()
-    assert header.startswith("run_id,") and "samples_s" in header and len(rows) == 2
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(csv_out)))
+    header = csv_out.splitlines()[0].split(",")
+    assert header[0] == "run_id" and len(header) == len(set(header))  # no column twice
+    assert len(rows) == 2 and {r["run_status"] for r in rows} == {"completed"}
+    assert {r["status"] for r in rows} == {"ok"} and [int(r["batch_size"]) for r in rows] == [1, 2]
+    assert all(len(r["samples_s"].split(";")) == int(r["n_samples"]) for r in rows)
 
     table = run_cli("results", "show", rid[:10], "--store", str(store_path))
     assert table.returncode == 0 and "tiny-test" in table.stdout

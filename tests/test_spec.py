@@ -182,3 +182,33 @@ def test_overrides_by_dotted_path(write_spec):
     assert "--set measure.repeats=0" in str(ei.value) and "measure.repeats" in dict(ei.value.problems)
     with pytest.raises(SpecError, match="KEY=VALUE"):
         load_spec(path, overrides=["oops"])
+
+
+def test_binary_and_duplicate_key_yaml_exit_2_without_a_store(tmp_path, write_spec):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    dup = write_spec("name: d\nmodel: tiny-llama\nphase: prefill\nbatch_sizes: [1]\nseq_len: 8\n"
+                     "backend: {name: torch, compile: turbo, compile: none}\n", name="dup.yaml")
+    store = tmp_path / "s.sqlite"
+    for path, needle in ((binary, "not UTF-8"), (dup, "duplicate key 'compile'")):
+        r = run_cli("run", str(path), "--store", str(store))
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert str(path) in r.stderr
+    assert not store.exists()
+
+
+def test_set_into_a_plain_value_is_a_spec_error(write_spec, tmp_path):
+    r = run_cli("run", str(write_spec(tiny_spec())), "--set", "seq_len.x=1", "--store", str(tmp_path / "s.sqlite"))
+    assert r.returncode == 2 and "not a mapping" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_hash_follows_the_architecture_not_its_spelling():
+    """`tiny-llama`, `{preset: tiny-llama}` and the full field mapping are one workload; a changed
+    field is another. The stored spec carries the resolved architecture."""
+    from perfbench.models.arch import PRESETS
+
+    full = PRESETS["tiny-llama"].model_dump(mode="json")
+    a, b, c = (parse_spec(tiny_spec(model=m)) for m in ("tiny-llama", {"preset": "tiny-llama"}, full))
+    assert a.spec_hash() == b.spec_hash() == c.spec_hash()
+    assert parse_spec(tiny_spec(model={"preset": "tiny-llama", "num_hidden_layers": 1})).spec_hash() != a.spec_hash()
+    assert a.stored()["arch"] == full and "arch" not in a.normalised()

@@ -172,3 +172,10 @@ def test_many_processes_create_a_fresh_store_at_once(tmp_path):
         assert [p.exitcode for p in procs] == [0] * 8
         with ResultsStore(path) as st:
             assert len(st.list_runs()) == 8
+
+
+def test_store_folder_that_cannot_be_created_is_a_store_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot create the folder"):
+        ResultsStore(blocker / "s.sqlite")

@@ -63,7 +63,8 @@ def list_(
 def _csv(run: dict) -> str:
     spec = run["spec"]
     run_cols = {
-        "run_id": run["run_id"], "name": run["name"], "status": run["status"],
+        # run_status: the points have a `status` of their own
+        "run_id": run["run_id"], "name": run["name"], "run_status": run["status"],
         "model": spec["model"] if isinstance(spec["model"], str) else json.dumps(spec["model"]),
         "phase": spec["phase"], "dtype": spec["dtype"], "device": run["device"],
         "backend": spec["backend"]["name"], "compile": spec["backend"].get("compile"),

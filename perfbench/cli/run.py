@@ -34,23 +34,40 @@ def points_table(points: list[dict], title: str | None = None):
     from rich.table import Table
 
     t = Table(title=title)
+    marks: set[str] = set()
     for col, just in (("batch", "right"), ("seq", "right"), ("new", "right"), ("status", "left"),
                       ("median", "right"), ("p10", "right"), ("p90", "right"), ("CV", "right"),
                       ("n", "right"), ("tokens/s", "right"), ("peak mem", "right")):
         t.add_column(col, justify=just)
     for p in points:
         ok = p["status"] == "ok"
+        extra = p.get("extra") or {}
+        capped = p.get("capped") or extra.get("capped")
+        cv = p.get("latency_cv")
+        noisy = cv is not None and cv > NOISY_CV
+        marks.update(["capped"] * bool(capped) + ["noisy"] * noisy)
         t.add_row(
             str(p["batch_size"]), str(p["seq_len"]), str(p["new_tokens"]),
             "[green]ok[/]" if ok else f"[red]failed[/] {(p.get('error') or '')[:40]}",
             _fmt_s(p.get("latency_median_s")), _fmt_s(p.get("latency_p10_s")),
             _fmt_s(p.get("latency_p90_s")),
-            f"{p['latency_cv'] * 100:.1f}%" if p.get("latency_cv") is not None else "-",
-            str(p.get("n_samples") or "-"),
+            (f"[yellow]{cv * 100:.1f}%![/]" if noisy else f"{cv * 100:.1f}%") if cv is not None else "-",
+            str(p.get("n_samples") or "-") + ("*" if capped else ""),
             f"{p['tokens_per_s']:,.0f}" if p.get("tokens_per_s") else "-",
             _fmt_bytes(p.get("peak_memory_bytes")),
         )
+    notes = []
+    if "capped" in marks:
+        notes.append("n*: cut short by measure.max_seconds, fewer samples than asked")
+    if "noisy" in marks:
+        notes.append(f"CV!: above {NOISY_CV:.0%}, a noisy measurement (other load on the machine?)")
+    if notes:
+        t.caption = "; ".join(notes)
     return t
+
+
+#: A coefficient of variation above this marks a point as noisy in tables.
+NOISY_CV = 0.10
 
 
 def run(
@@ -65,7 +82,7 @@ def run(
                             "--set batch_sizes=[1,8] (repeatable; validated like the file)."),
 ) -> None:
     """Run a workload spec: warm up, repeat, time with device sync, store every point."""
-    from perfbench.errors import InputError
+    from perfbench.errors import InputError, PerfbenchError, RunFailed
     from perfbench.spec import load_spec
 
     if fmt not in ("table", "json"):
@@ -103,8 +120,33 @@ def run(
             from contextlib import nullcontext
 
             hooks, ctx = Progress(), nullcontext()
-        with ctx:
-            res = run_spec(ws, st, spec_path=str(spec), progress=hooks, trace_dir=trace_dir)
+        started: list[str] = []
+
+        def on_run_start(run_id: str) -> None:
+            started.append(run_id)
+            if show:  # long runs: the id is known (and queryable) from the start
+                err_console.print(f"run [bold]{run_id}[/] started, store {store}", highlight=False)
+
+        hooks.on_run_start = on_run_start
+        try:
+            with ctx:
+                res = run_spec(ws, st, spec_path=str(spec), progress=hooks, trace_dir=trace_dir)
+        except BaseException as exc:
+            if not started:
+                raise
+            # Say which run holds what was measured before the error or Ctrl-C ends the command.
+            try:
+                run = st.get_run(started[0])
+                done = [p for p in run["points"] if p["status"] == "ok"]
+                err_console.print(f"run [bold]{run['run_id']}[/] {run['status']}: {len(done)} of "
+                                  f"{len(ws.batch_sizes)} points stored (`perfbench results show "
+                                  f"{run['run_id']}`)", highlight=False)
+            except Exception:  # noqa: BLE001 - the store itself may be what failed; keep the first error
+                pass
+            if isinstance(exc, Exception) and not isinstance(exc, PerfbenchError):
+                # a crash inside the backend or model code: one clear line, the run keeps the detail
+                raise RunFailed(f"run {run['run_id']} failed: {type(exc).__name__}: {exc}".strip()) from exc
+            raise
         if fmt == "json":
             print_json(st.get_run(res.run_id))
         else:

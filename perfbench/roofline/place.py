@@ -78,7 +78,8 @@ def place_run(run: dict[str, Any], *, peak_flops: float, bandwidth: float,
               launch_us: float | None = None) -> list[dict[str, Any]]:
     """One row per ok point of `run` (as returned by `ResultsStore.get_run`)."""
     spec = run["spec"]
-    _, arch = resolve_model(spec["model"])
+    # The architecture the run resolved to when it ran (runs stored before it was recorded: resolve).
+    arch = ModelArch.model_validate(spec["arch"]) if spec.get("arch") else resolve_model(spec["model"])[1]
     rows = []
     for p in run["points"]:
         if p["status"] != "ok":

@@ -78,10 +78,23 @@ def test_failed_neighbours_count_as_worse_and_unmeasured_are_ignored():
     peaks = keyset(find_peaks(sparse, AXES, "tokens_per_s", "maximize"))
     assert (4, "default", 35.0) not in peaks  # 45 next to it still wins
     assert (1, "reduce-overhead", 50.0) in peaks
-    # A single-point grid is its own peak; an isolated point in a sparse grid is not.
+    # A single-point grid is its own peak; in a sparse grid an isolated point is not, unless it is
+    # the best measured point (a few random trials scattered over the grid).
     one = find_peaks(frame().head(1), {"batch_size": [1], "backend.compile": ["none"]}, "tokens_per_s", "maximize")
     assert keyset(one) == [(1, "none", 10.0)]
-    assert find_peaks(frame().head(1), AXES, "tokens_per_s", "maximize") == []
+    two = frame()[lambda d: d["run_id"].isin(["run-1-none", "run-8-reduce-overhead"])]
+    assert keyset(find_peaks(two, AXES, "tokens_per_s", "maximize")) == [(8, "reduce-overhead", 44.0)]
+
+
+def test_a_plateau_is_one_peak():
+    """Equal neighbours no other neighbour beats are one local optimum, reported once (a strict rule
+    would report none)."""
+    axes = {"batch_size": [1, 2, 4]}
+    df = pd.DataFrame({"batch_size": [1, 2, 4], "status": "completed", "tokens_per_s": [5.0, 9.0, 9.0],
+                       "run_id": ["a", "b", "c"], "trial_index": [0, 1, 2]})
+    assert [p["params"] for p in find_peaks(df, axes, "tokens_per_s", "maximize")] == [{"batch_size": 2}]
+    df["tokens_per_s"] = [9.0, 5.0, 9.0]  # two separate optima of equal value
+    assert [p["params"] for p in find_peaks(df, axes, "tokens_per_s", "maximize")] == [{"batch_size": 1}, {"batch_size": 4}]
 
 
 def test_default_off_grid_or_unmeasured_gives_null_and_a_note():
@@ -111,9 +124,16 @@ def test_importance_is_the_main_effect_variance_share():
     assert imp["dtype"] == 0.0
     flat = frame({c: [7, 7, 7, 7] for c in AXES["backend.compile"]})
     assert importance(flat, PARAMS, "tokens_per_s") == {"batch_size": 0.0, "backend.compile": 0.0}
-    # Ranged parameters are binned (here 4 distinct values -> 4 bins): all the variance is theirs.
-    cont = pd.DataFrame({"x": [0.1, 0.2, 0.3, 0.4], "status": "completed", "tokens_per_s": [1.0, 2, 3, 4]})
-    assert importance(cont, ["x"], "tokens_per_s", ranged={"x"})["x"] == pytest.approx(1.0)
+    # Ranged parameters are binned, >= 3 trials a bin: 12 trials, 4 bins of 3. x drives the metric,
+    # the noise-like z (same mean in every bin) explains nothing.
+    cont = pd.DataFrame({"x": [0.1 * i for i in range(1, 13)], "z": [1, 2, 3] * 4, "status": "completed",
+                         "tokens_per_s": [10.0, 10, 10, 20, 20, 20, 30, 30, 30, 40, 40, 40]})
+    got = importance(cont, ["x", "z"], "tokens_per_s", ranged={"x", "z"})
+    assert got["x"] == pytest.approx(1.0) and got["z"] == pytest.approx(0.0)
+    # Four random trials: one per bin or value, so nothing is estimable (not "everything is 100%").
+    few = pd.DataFrame({"x": [0.1, 0.2, 0.3, 0.4], "c": ["a", "b", "c", "d"], "status": "completed",
+                        "tokens_per_s": [1.0, 2, 3, 4]})
+    assert importance(few, ["x", "c"], "tokens_per_s", ranged={"x"}) == {"x": None, "c": None}
 
 
 def test_trials_frame_keeps_none_and_list_values():
@@ -180,6 +200,20 @@ def test_static_plots_are_written(tmp_path):
     assert {p.name for p in one} >= {"line_batch_size.png", "line_batch_size.svg"}
 
 
+def test_sparse_sweeps_get_a_scatter_and_no_empty_heatmap_or_contour(tmp_path):
+    """Random/bayes trials rarely share the other parameters' values: the slice through the best
+    trial holds one or two cells. Every trial goes on a scatter; empty plots are not written."""
+    from perfbench.sweep.plots import plot_sweep
+
+    diag = frame()[lambda d: d["run_id"].isin(["run-1-none", "run-2-default", "run-8-reduce-overhead"])]
+    names = {p.name for p in plot_sweep(diag, PARAMS, "tokens_per_s", "maximize", tmp_path, axes=AXES)}
+    assert "scatter_batch_size__backend-compile.png" in names
+    assert not any(n.startswith("contour_") for n in names)  # no 2x2 block measured: nothing to contour
+    one = frame()[lambda d: d["run_id"] == "run-1-none"]
+    names = {p.name for p in plot_sweep(one, PARAMS, "tokens_per_s", "maximize", tmp_path / "one", axes=AXES)}
+    assert not any(n.startswith(("heatmap_", "contour_")) for n in names)  # a one-cell slice says nothing
+
+
 def test_plotly_figures_for_the_dashboard():
     pytest.importorskip("plotly", reason="plotly is the `dashboard` extra: pip install 'perfbench[dashboard]'")
     from perfbench.sweep.plots import plotly_figures
@@ -238,3 +272,31 @@ def test_compare_cli_on_two_machines(store_path):
     assert s["gain_over_default"] == pytest.approx(66 / 10 - 1)
     assert [p["metric"] for p in s["peaks"]] == [66.0, 60.0, 40.0]
     assert {x["hardware_id"] for x in s["results"]} == {"hw-new"}
+
+
+def test_a_sweep_running_elsewhere_is_not_run_twice(store_path):
+    """A second process on a running sweep would measure every remaining trial again: refused."""
+    import subprocess
+
+    from perfbench.errors import InputError
+
+    sweep = parse_sweep({"name": "twice", "workload": tiny_spec(batch_sizes=[1]), "method": "grid",
+                         "parameters": {"batch_size": {"values": [1, 2]}}})
+    kw = dict(sweep_json=sweep.to_json(), name=sweep.name, method="grid", metric=sweep.metric, goal=sweep.goal,
+              spec_hash=sweep.spec_hash(), hardware_id="hw", spec_path=None, executor="local")
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        with ResultsStore(store_path) as st:
+            db = SweepDB(st)
+            sid = sweep.sweep_id("hw")
+            assert db.begin_sweep(sweep_id=sid, **kw) is False
+            st._conn.execute("UPDATE sweeps SET pid=? WHERE sweep_id=?", (other.pid, sid))
+            with pytest.raises(InputError, match=f"already running in process {other.pid}"):
+                db.begin_sweep(sweep_id=sid, **kw)
+            listed = db.list_sweeps()[0]
+            assert listed["status"] == "running" and listed["planned"] == 2 and listed["trials"] == 0
+            other.kill()
+            other.wait()
+            assert db.begin_sweep(sweep_id=sid, **kw) is True  # its owner is gone: a resume
+    finally:
+        other.kill()

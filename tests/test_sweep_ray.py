@@ -81,3 +81,27 @@ def test_ray_executor_runs_a_small_sweep(write_spec, store_path, monkeypatch, tm
 
         (sw,) = SweepDB(st).list_sweeps()
     assert sw["executor"] == "ray" and sw["status"] == "completed"
+
+
+def test_a_remote_trial_that_timed_out_is_stored_failed_with_the_reason(store_path):
+    """A worker killed at the trial timeout leaves its run open; the copy here is closed as failed
+    with the executor's reason, as the local executor does (not 'interrupted (killed?)')."""
+    from perfbench.sweep.executors import import_run
+
+    run = {"run_id": "20261122-000000-abcdef", "name": "t", "spec": {"phase": "prefill"}, "spec_hash": "h",
+           "fingerprint": {"hardware_id": "remote"}, "versions": {}, "device": "cpu", "points": [],
+           "status": "interrupted", "reason": "process ended without closing the run (killed?)"}
+    with ResultsStore(store_path) as st:
+        rid = import_run(st, run, sweep_id=None, failure="trial timed out after 6 s")
+        got = st.get_run(rid)
+        assert got["status"] == "failed" and got["reason"] == "trial timed out after 6 s"
+        ok = import_run(st, {**run, "run_id": "20261122-000000-abcde0", "status": "completed", "reason": None},
+                        sweep_id=None)
+        assert st.get_run(ok)["status"] == "completed"
+
+
+def test_unreachable_ray_address_fails_fast_and_writes_nothing(tmp_path):
+    store = tmp_path / "s.sqlite"
+    r = run_cli("sweep", "run", "workloads/sweeps/tiny-grid.yaml", "--executor", "ray", "--address",
+                "127.0.0.1:1", "--store", str(store), timeout=60)
+    assert r.returncode == 2 and "cannot reach the Ray cluster" in r.stderr and not store.exists()

@@ -295,3 +295,22 @@ def test_gpu_trials_start_cleanly(store_path, monkeypatch, start):
         res = run_sweep(parse_sweep(d), st)
         trials = SweepDB(st).trials(res.sweep_id)
     assert [t["status"] for t in trials] == ["completed", "completed"], [t["reason"] for t in trials]
+
+
+def test_table_output_draws_progress_and_reports_failures(tmp_path, write_spec, store_path):
+    """The default (table) output: the progress line, a line per failed trial, each new best, the
+    summary; `sweep list` shows done/planned."""
+    d = sweep_dict("bar", parameters={"batch_size": {"values": [1, 2]}, "seq_len": {"values": [8, 4096]}})
+    r = run_cli("sweep", "run", str(write_spec(d, "bar.yaml")), "--store", str(store_path))
+    assert r.returncode == 2 and "combination" not in r.stderr  # 4096 is over the model's positions
+    d["parameters"]["seq_len"] = {"values": [8, 16]}
+    d["constraints"] = {"max_latency_median_s": 1e-9}  # every trial infeasible: a failure line each
+    r = run_cli("sweep", "run", str(write_spec(d, "bar.yaml")), "--store", str(store_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("infeasible") >= 4 and "4/4" in r.stderr and "ETA" in r.stderr
+    assert "4 trials: 0 completed, 4 failed" in r.stdout
+    d.pop("constraints")
+    r = run_cli("sweep", "run", str(write_spec(d, "bar.yaml")), "--store", str(store_path))
+    assert r.returncode == 0 and "best so far:" in r.stderr
+    listed = run_cli("sweep", "list", "--store", str(store_path))
+    assert "4/4 (4 failed)" in listed.stdout and "4/4" in listed.stdout

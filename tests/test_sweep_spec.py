@@ -186,3 +186,25 @@ def test_samplers_are_deterministic_and_do_not_repeat():
 def test_a_grid_value_that_breaks_the_workload_fails_before_any_trial():
     p = problems(sweep_dict(parameters={"weights": {"values": [None, "/nonexistent/ckpt"]}}))
     assert "/nonexistent/ckpt" in p["parameters.weights"] and "not a directory" in p["parameters.weights"]
+
+
+def test_dependent_fields_are_judged_in_combination(tmp_path):
+    """phase generate needs new_tokens >= 1 and prefill needs 0: swept together, every combination
+    is valid although each value alone is not valid on the prefill base."""
+    from perfbench.sweep.spec import parse_sweep
+
+    base = str(REPO / "workloads" / "tiny-llama-cpu.yaml")
+    ok = parse_sweep({"name": "dep", "workload": base, "method": "grid",
+                      "parameters": {"phase": {"values": ["generate", "decode"]}, "new_tokens": {"values": [2, 4]}}},
+                     "dep.yaml", sweep_path=tmp_path / "dep.yaml")
+    assert len(ok.axes()["new_tokens"]) == 2
+    with pytest.raises(SpecError) as exc:  # a value no combination can use is named by its parameter
+        parse_sweep({"name": "dep", "workload": base, "method": "grid",
+                     "parameters": {"phase": {"values": ["generate"]}, "new_tokens": {"values": [0, 4]}}},
+                    "dep.yaml", sweep_path=tmp_path / "dep.yaml")
+    assert [p for p, _ in exc.value.problems] == ["parameters.new_tokens"] and "value 0" in str(exc.value)
+    with pytest.raises(SpecError) as exc:  # each value works somewhere, this pairing does not
+        parse_sweep({"name": "dep", "workload": base, "method": "grid",
+                     "parameters": {"phase": {"values": ["prefill", "generate"]}, "new_tokens": {"values": [0, 4]}}},
+                    "dep.yaml", sweep_path=tmp_path / "dep.yaml")
+    assert "combination phase=prefill, new_tokens=4" in str(exc.value)

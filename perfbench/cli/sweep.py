@@ -105,6 +105,10 @@ def run(
         if jobs > 1:
             err_console.print(f"[yellow]note:[/] {jobs} local trials at once share this machine's CPU "
                               "and GPU; their timings will interfere")
+    if executor == "ray" and address:
+        from perfbench.sweep.executors import _probe_ray_address
+
+        _probe_ray_address(address)  # before the store is created: a typo leaves nothing behind
     if sweep.spec.method == "bayes":
         from perfbench.sweep.search import _import_optuna
 
@@ -149,14 +153,15 @@ def _progress(sweep: Any):
 
     from perfbench.sweep.engine import SweepHooks
 
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                   TimeRemainingColumn(), console=err_console, transient=False)
-    task: dict[str, Any] = {}
+    # Counts and timing first, with a bounded bar: on a narrow terminal the stats text is what
+    # gets cut, never the ETA. The best setting's parameters get their own line when it improves.
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                   TextColumn("{task.fields[stats]}"), console=err_console, transient=False)
+    task: dict[str, Any] = {"best": None}
 
     def stats(s) -> str:
-        best = (f"  best {_fmt_metric(s.best_metric, s.metric)} ({_fmt_params(s.best_params)})"
-                if s.best_metric is not None else "")
+        best = f"  best {_fmt_metric(s.best_metric, s.metric)}" if s.best_metric is not None else ""
         return (f"ok {s.completed}  [red]failed {s.failed}[/]  left {s.remaining}"
                 + (f"  running {s.running}" if s.running else "") + best)
 
@@ -173,6 +178,10 @@ def _progress(sweep: Any):
             bar.console.print(f"[red]trial {t['trial_index']} {t['status']}[/] ({_fmt_params(t['params'])}): "
                               f"{(t['reason'] or '').splitlines()[0][:300] if t['reason'] else ''}",
                               highlight=False, markup=True)
+        if s.best_metric is not None and s.best_metric != task["best"]:
+            task["best"] = s.best_metric
+            bar.console.print(f"best so far: {_fmt_metric(s.best_metric, s.metric)} "
+                              f"({_fmt_params(s.best_params)})", highlight=False)
         bar.update(task["id"], completed=s.done, stats=stats(s))
 
     return SweepHooks(on_start=on_start, on_trial_start=on_trial_start, on_trial_end=on_trial_end), bar
@@ -202,7 +211,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         console.print(f"  peaks:   [dim]{s['peaks_note']}[/]")
     if s["importance"]:
         console.print("  importance: " + ", ".join(
-            f"{k} {v:.0%}" for k, v in sorted(s["importance"].items(), key=lambda kv: -kv[1])))
+            f"{k} {v:.0%}" if v is not None else f"{k} n/a (too few trials)"
+            for k, v in sorted(s["importance"].items(), key=lambda kv: -(kv[1] if kv[1] is not None else -1))))
     t = Table(title=f"sweep {s['sweep_id']} ({s['method']})")
     params = s["parameters"]
     t.add_column("#", justify="right")
@@ -257,7 +267,9 @@ def list_(
     for col in ("sweep_id", "name", "method", "status", "trials", "best", "hardware_id", "created_at"):
         t.add_column(col)
     for s in sweeps:
-        trials = f"{s['completed']}/{s['trials']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
+        # done/planned: a sweep cut short by its time budget or a kill shows what is missing
+        trials = f"{s['completed'] + s['failed']}/{s['planned'] or s['trials']}" + \
+            (f" ({s['failed']} failed)" if s["failed"] else "")
         t.add_row(s["sweep_id"], s["name"], s["method"], s["status"], trials,
                   _fmt_metric(s["best_metric"], s["metric"]["name"]), s["hardware_id"], s["created_at"][:19])
     console.print(t)

@@ -64,6 +64,16 @@ CREATE INDEX IF NOT EXISTS sweep_trials_run ON sweep_trials(run_id);
 """
 
 
+def _planned(spec_json: str) -> int | None:
+    """The trial count a finished sweep holds, from its stored spec (None if it cannot be read)."""
+    from perfbench.sweep.spec import sweep_from_json
+
+    try:
+        return sweep_from_json(json.loads(spec_json)).planned_trials()
+    except Exception:  # noqa: BLE001 - a sweep stored by another version still lists
+        return None
+
+
 class SweepDB:
     """Sweep tables over an open ResultsStore (created on first write, never on a read)."""
 
@@ -109,6 +119,13 @@ class SweepDB:
                      json.dumps(sweep_json), spec_path, executor, "running",  # key order = axis order
                      socket.gethostname(), os.getpid(), now, now))
                 return False
+            owner = c.execute("SELECT status, host, pid FROM sweeps WHERE sweep_id=?", (sweep_id,)).fetchone()
+            if (owner["status"] == "running" and owner["host"] == socket.gethostname() and owner["pid"]
+                    and owner["pid"] != os.getpid() and _pid_alive(owner["pid"])):
+                # Two processes on one sweep would both measure every trial left.
+                raise InputError(f"sweep {sweep_id} ({name}) is already running in process {owner['pid']} "
+                                 f"on this host; wait for it, or stop it (kill {owner['pid']}) and run "
+                                 "again to resume")
             c.execute("UPDATE sweeps SET status='running', reason=NULL, host=?, pid=?, updated_at=?,"
                       " spec_path=COALESCE(?, spec_path), executor=? WHERE sweep_id=?",
                       (socket.gethostname(), os.getpid(), now, spec_path, executor, sweep_id))
@@ -150,7 +167,8 @@ class SweepDB:
         for r in rows:
             d = self._sweep_dict(r)
             d.update(trials=r["n"], completed=r["n_ok"], failed=r["n_failed"],
-                     pending=r["n"] - r["n_ok"] - r["n_failed"], best_metric=r["best"])
+                     pending=r["n"] - r["n_ok"] - r["n_failed"], best_metric=r["best"],
+                     planned=_planned(r["spec_json"]))
             out.append(d)
         return out
 

@@ -299,7 +299,8 @@ def _record(sweep: Sweep, store: ResultsStore, db: SweepDB, sweep_id: str, task:
     res = outcome.result
     run_id = res.get("run_id") if res else None
     if outcome.run is not None:  # Ray: the run lives in the worker's private store; copy it here
-        run_id = import_run(store, outcome.run, sweep_id=sweep_id)
+        run_id = import_run(store, outcome.run, sweep_id=sweep_id,
+                            failure=(outcome.error or "trial process gave no result")[:2000] if res is None else None)
     info: dict[str, Any] = {"executor_outcome": outcome.kind}
     measure_s = None
     if res is None:

@@ -343,6 +343,23 @@ def ray_gpus_per_trial(device: str, ray: Any) -> int:
     return 0
 
 
+def _probe_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on an unreachable `host:port` (ray.init would retry for minutes). `auto` and
+    other forms are left to Ray."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or address == "auto":
+        return
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot reach the Ray cluster at {address!r} ({exc.strerror or exc}); is "
+                         "`ray start --head` running there, and is this its GCS port (default 6379)?") from None
+
+
 class RayExecutor:
     """Trials as Ray tasks on the cluster at `address` (Ray schedules; we only submit and wait)."""
 
@@ -354,6 +371,7 @@ class RayExecutor:
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
             if address:
+                _probe_ray_address(address)
                 kwargs["address"] = address
             else:  # RAY_ADDRESS if set, else a local instance that we own
                 kwargs["include_dashboard"] = False
@@ -429,10 +447,11 @@ class RayExecutor:
             self.ray.shutdown()
 
 
-def import_run(store: Any, run: dict[str, Any], *, sweep_id: str) -> str:
+def import_run(store: Any, run: dict[str, Any], *, sweep_id: str, failure: str | None = None) -> str:
     """Copy a run read from another store (a Ray worker's) into `store`, points and samples
-    included, so a remote trial is an ordinary run here too. A run left `running` (its process
-    died) is closed as failed."""
+    included, so a remote trial is an ordinary run here too. A run left open by a process that
+    died is closed as failed, with `failure` (the executor's reason: a timeout, a crash) when
+    known, as the local executor does."""
     from perfbench.store import POINT_FIELDS
 
     run_id = store.create_run(
@@ -445,7 +464,9 @@ def import_run(store: Any, run: dict[str, Any], *, sweep_id: str) -> str:
         store.add_point(run_id, {**{k: p.get(k) for k in POINT_FIELDS}, "samples_s": p.get("samples_s"),
                                  **(p.get("extra") or {})})
     status, reason = run["status"], run.get("reason")
-    if status == "running":
+    if failure and status in ("running", "interrupted"):
+        status, reason = "failed", failure
+    elif status == "running":
         status, reason = "failed", "trial process died before closing the run"
     store.finish_run(run_id, status, reason)
     return run_id

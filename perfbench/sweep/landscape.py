@@ -10,14 +10,17 @@ Definitions (docs/sweeps.md has the same):
 
 * gain of A over B: metric(A)/metric(B) - 1 when maximising, metric(B)/metric(A) - 1 when
   minimising, so a positive gain always means "A is better by that fraction";
-* peak: a measured point strictly better than every measured grid neighbour, where neighbours are
-  +-1 index step along one parameter axis (values in the order the spec lists them); a failed or
-  infeasible neighbour counts as worse; unmeasured neighbours are ignored, and a point with no
-  measured neighbour is not a peak unless the grid is a single point;
+* peak: a measured plateau (connected cells of equal metric; usually one cell) that no measured
+  grid neighbour beats strictly, reported once by its first cell; neighbours are +-1 index step
+  along one parameter axis (values in the order the spec lists them); a failed or infeasible
+  neighbour counts as worse; unmeasured neighbours are ignored, and a point with no measured
+  neighbour is not a peak unless it is the best measured point or the grid is a single point;
 * importance: first-order (main-effect) variance share, fANOVA-like: for each parameter, the
   count-weighted variance of the metric's marginal means over that parameter's values, divided by
   the metric's total variance. Shares lie in [0, 1]; their sum is at most 1 on a full grid and the
-  rest is interaction. Ranged parameters are binned into up to 5 quantile bins first.
+  rest is interaction. Ranged parameters are binned into up to 5 quantile bins of at least 3
+  trials first. Where every value (or bin) holds a single trial the share is not estimable (every
+  parameter would "explain" all the variance) and is null.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ import pandas as pd
 from perfbench.errors import InputError
 
 IMPORTANCE_METHOD = ("first-order variance share of the marginal means (fANOVA-like main effects; "
-                     "ranged parameters in up to 5 quantile bins)")
+                     "ranged parameters in up to 5 quantile bins of >= 3 trials; null where every "
+                     "value or bin holds a single trial)")
+#: Trials per quantile bin of a ranged parameter, at least: fewer would make every bin one trial.
+MIN_PER_BIN = 3
 
 
 def _hashable(v: Any) -> Any:
@@ -190,30 +196,61 @@ def find_peaks(df: pd.DataFrame, axes: dict[str, list[Any]], metric: str, goal: 
         elif status in ("failed", "infeasible"):
             cells[pos] = ("bad", None, row)
     single = all(len(v) == 1 for v in axes.values())
-    out = []
-    for pos, (kind, value, row) in cells.items():
-        if kind != "ok":
-            continue
-        seen, is_peak = 0, True
+    ok = {pos: (value, row) for pos, (kind, value, row) in cells.items() if kind == "ok"}
+    if not ok:
+        return []
+    better = (lambda a, b: a > b) if goal == "maximize" else (lambda a, b: a < b)
+
+    def neighbours(pos):
         for d in range(len(params)):
             for step in (-1, 1):
                 q = list(pos)
                 q[d] += step
-                n = cells.get(tuple(q))
-                if n is None:
-                    continue
-                seen += 1
-                if n[0] == "ok" and not (value > n[1] if goal == "maximize" else value < n[1]):
-                    is_peak = False
-        if is_peak and (seen or single):
-            out.append(_point(row, params, metric))
+                yield tuple(q)
+
+    # Plateaus: connected cells of equal value. A plateau is a peak when none of its cells has a
+    # strictly better measured neighbour; it is reported once, by its first cell in grid order.
+    plateau = {pos: pos for pos in ok}
+
+    def root(p):
+        while plateau[p] != p:
+            plateau[p] = plateau[plateau[p]]
+            p = plateau[p]
+        return p
+
+    for pos, (value, _) in ok.items():
+        for q in neighbours(pos):
+            if q in ok and ok[q][0] == value:
+                a, b = root(pos), root(q)
+                plateau[max(a, b)] = min(a, b)
+    beaten, seen = set(), {}
+    for pos, (value, _) in ok.items():
+        r = root(pos)
+        for q in neighbours(pos):
+            n = cells.get(q)
+            if n is None:
+                continue
+            seen[r] = True
+            if n[0] == "ok" and better(n[1], value):
+                beaten.add(r)
+    best_pos = min(ok, key=lambda p: (-ok[p][0] if goal == "maximize" else ok[p][0], p))
+    out = []
+    for r in sorted({root(p) for p in ok}):
+        # No measured neighbour at all: nothing to compare with, so not a peak, except the best
+        # measured point (on a sparse random/bayes grid it may have no measured neighbour).
+        if r in beaten or not (seen.get(r) or single or r == root(best_pos)):
+            continue
+        out.append(_point(ok[r][1], params, metric))
     out.sort(key=lambda p: p["metric"], reverse=goal == "maximize")
     return out
 
 
 def importance(df: pd.DataFrame, params: list[str], metric: str,
-               ranged: set[str] | None = None) -> dict[str, float]:
-    """Main-effect variance share per parameter (see module doc); 0 when the metric is constant."""
+               ranged: set[str] | None = None) -> dict[str, float | None]:
+    """Main-effect variance share per parameter (see module doc); 0 when the metric is constant.
+
+    None where it cannot be estimated: with one trial per value (or per bin) the marginal means
+    are the trials themselves and every parameter would explain all of the variance."""
     m = _measured(df, metric)
     out = {p: 0.0 for p in params}
     if len(m) < 2:
@@ -225,10 +262,17 @@ def importance(df: pd.DataFrame, params: list[str], metric: str,
     for p in params:
         if ranged and p in ranged:
             x = pd.to_numeric(m[p], errors="coerce")
-            groups = pd.qcut(x, q=min(5, x.nunique()), duplicates="drop") if x.nunique() > 1 else x
+            bins = min(5, x.nunique(), len(x) // MIN_PER_BIN)
+            if x.nunique() > 1 and bins < 2:
+                out[p] = None
+                continue
+            groups = pd.qcut(x, q=bins, duplicates="drop") if x.nunique() > 1 else x
         else:
             groups = m[p].map(lambda v: _vkey(_unhash(v)))
         stats = y.groupby(groups, observed=True).agg(["mean", "count"])
+        if len(stats) > 1 and stats["count"].max() < 2:
+            out[p] = None  # one trial per value: nothing to average
+            continue
         share = float((stats["count"] * (stats["mean"] - y.mean()) ** 2).sum()) / total
         out[p] = round(min(1.0, max(0.0, share)), 6)
     return out

@@ -116,6 +116,14 @@ def plot_sweep(df: pd.DataFrame, params: list[str], metric: str, goal: str, out_
         table, fixed = slice_frame(df, x, y, params, metric, goal, axes)
         sub = f"{title}\n" if title else ""
         sub += f"{metric} over {x} x {y}" + (f"  ({_fixed_label(fixed)})" if fixed else "")
+        z = table.values.astype(float)
+        measured = ~pd.isna(z)
+        if measured.sum() < 0.5 * measured.size:
+            # A sparse slice (random/bayes trials rarely share the other parameters' values): every
+            # trial as a point, coloured by the metric, so nothing measured is left off the page.
+            written += _scatter(df, x, y, metric, axes, out, f"{title}\n" if title else "", plt, cmap)
+        if measured.sum() < 2:
+            continue  # a one-cell heatmap says nothing; the scatter above has the trials
         # Heatmap
         fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(table.columns), 1.2 + 0.6 * len(table.index)))
         fig.set_size_inches(max(5, fig.get_size_inches()[0]), max(3.5, fig.get_size_inches()[1]))
@@ -130,9 +138,10 @@ def plot_sweep(df: pd.DataFrame, params: list[str], metric: str, goal: str, out_
         fig.colorbar(im, ax=ax, label=metric)
         written += _save(fig, out, f"heatmap_{_safe(x)}__{_safe(y)}")
         plt.close(fig)
-        # Contour (needs at least a 2x2 slice with measured cells)
-        z = table.values.astype(float)
-        if z.shape[0] >= 2 and z.shape[1] >= 2 and (~pd.isna(z)).sum() >= 3:
+        # Contour: needs a 2x2 block of measured cells, or there is nothing to draw between
+        block = (measured[:-1, :-1] & measured[1:, :-1] & measured[:-1, 1:] & measured[1:, 1:]).any() \
+            if z.shape[0] >= 2 and z.shape[1] >= 2 else False
+        if block:
             import numpy as np
 
             fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -149,6 +158,26 @@ def plot_sweep(df: pd.DataFrame, params: list[str], metric: str, goal: str, out_
             plt.close(fig)
     written += _parallel(df, params, metric, goal, out, axes, title, plt, cmap)
     return written
+
+
+def _scatter(df: pd.DataFrame, x: str, y: str, metric: str, axes, out: Path, title: str, plt, cmap) -> list[Path]:
+    """All measured trials over two parameters (positions as in the parallel-coordinates plot)."""
+    m = _measured(df, metric)
+    if len(m) < 2:
+        return []
+    xs, xt, xl = _positions(m, x, axes)
+    ys, yt, yl = _positions(m, y, axes)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    sc = ax.scatter(xs, ys, c=m[metric].astype(float), cmap=cmap, s=40, edgecolors="k", linewidths=0.3)
+    ax.set_xticks(xt, xl, rotation=45, ha="right")
+    ax.set_yticks(yt, yl)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(f"{title}{metric}, every measured trial ({len(m)})", fontsize=9)
+    fig.colorbar(sc, ax=ax, label=metric)
+    paths = _save(fig, out, f"scatter_{_safe(x)}__{_safe(y)}")
+    plt.close(fig)
+    return paths
 
 
 def _cells(table: pd.DataFrame):

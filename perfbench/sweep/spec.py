@@ -469,39 +469,65 @@ def parse_sweep(data: Any, source: str = "<sweep>", *, sweep_path: Path | None =
 
 
 def _check_points(sweep: Sweep) -> list[tuple[str, str]]:
-    """Every value of every parameter on its own (so the message names the parameter), then every
-    combination of the discrete values (cross-field rules such as seq_len + new_tokens)."""
-    problems: list[tuple[str, str]] = []
-    for name, p in sweep.params.items():
-        for v in p.probe_values():
-            try:
-                parse_spec(sweep.workload_for({name: v}), check_device=False)
-            except SpecError as exc:
-                hint = ""
-                if not p.discrete and not p.is_int and "integer" in _spec_problem_text(exc):
-                    hint = " (an integer field: use distribution int_uniform or int_log_uniform)"
-                problems.append((f"parameters.{name}", f"value {v!r} gives an invalid workload: "
-                                                       f"{_spec_problem_text(exc)}{hint}"))
-    if problems:
-        return problems
-    fixed = {n: p.probe_values()[len(p.probe_values()) // 2] for n, p in sweep.params.items() if not p.discrete}
+    """Validate the workloads the sweep will run, before any trial.
+
+    Fields can depend on each other (phase generate needs new_tokens >= 1), so values are judged in
+    combination: every combination of the discrete values is validated (ranged parameters at a
+    middle probe), and a value is reported under its parameter's name only when no combination can
+    use it. Ranged parameters' probe values are valid when some discrete combination takes them.
+    Combinations that fail although each value works elsewhere are reported as combinations."""
     axes = sweep.axes()
     names = list(axes)
-    bad = 0
-    for i, combo in enumerate(itertools.product(*axes.values())):
-        if i >= MAX_PRECHECK:
-            break
-        params = {**dict(zip(names, combo)), **fixed}
+    combos = [dict(zip(names, c)) for c in itertools.islice(itertools.product(*axes.values()), MAX_PRECHECK)]
+    ranged = {n: p for n, p in sweep.params.items() if not p.discrete}
+    fixed = {n: p.probe_values()[len(p.probe_values()) // 2] for n, p in ranged.items()}
+
+    def error(params: dict[str, Any]) -> SpecError | None:
         try:
             parse_spec(sweep.workload_for(params), check_device=False)
         except SpecError as exc:
-            bad += 1
-            if bad <= 5:
-                label = ", ".join(f"{k}={v}" for k, v in params.items())
-                problems.append(("parameters", f"combination {label} gives an "
-                                               f"invalid workload: {_spec_problem_text(exc)}"))
-    if bad > 5:
-        problems.append(("parameters", f"... and {bad - 5} more invalid combinations"))
+            return exc
+        return None
+
+    problems: list[tuple[str, str]] = []
+
+    def value_problem(name: str, v: Any, exc: SpecError) -> None:
+        p = sweep.params[name]
+        hint = ""
+        if not p.discrete and not p.is_int and "integer" in _spec_problem_text(exc):
+            hint = " (an integer field: use distribution int_uniform or int_log_uniform)"
+        problems.append((f"parameters.{name}", f"value {v!r} gives an invalid workload: "
+                                               f"{_spec_problem_text(exc)}{hint}"))
+
+    for name, p in ranged.items():
+        for v in p.probe_values():
+            first = None
+            for c in combos:  # stop at the first combination that takes v
+                e = error({**c, **fixed, name: v})
+                if e is None:
+                    break
+                first = first or e
+            else:
+                value_problem(name, v, first)
+    if problems:
+        return problems
+    failed = {i: e for i, c in enumerate(combos) if (e := error({**c, **fixed})) is not None}
+    if not failed:
+        return []
+    for name in names:  # values that fail in every combination they appear in
+        for v in axes[name]:
+            mine = [i for i, c in enumerate(combos) if c[name] == v]
+            if mine and all(i in failed for i in mine):
+                value_problem(name, v, failed[mine[0]])
+    if problems:
+        return problems
+    for n, i in enumerate(sorted(failed)):
+        if n == 5:
+            problems.append(("parameters", f"... and {len(failed) - 5} more invalid combinations"))
+            break
+        label = ", ".join(f"{k}={v}" for k, v in {**combos[i], **fixed}.items())
+        problems.append(("parameters", f"combination {label} gives an invalid workload: "
+                                       f"{_spec_problem_text(failed[i])}"))
     return problems
 
 

@@ -50,6 +50,13 @@ def main() -> None:
               f"{r['cpu_overhead_s'] * 1e3:.2f} | {r['remainder_s'] * 1e3:.2f} ({r['below_roof_s'] * 1e3:.2f} + "
               f"{r['other_idle_s'] * 1e3:.2f}) | {r['gpu_busy_s'] * 1e3:.2f} | {r['roof_share'] * 100:.1f}% | "
               f"{pct('matmul')} | {pct('elementwise')} |")
+    print()
+    print("| batch | projection | weight (in, out) | FLOP/B | GPU time us | floor us | % of roof |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        for o in r["operators"]:
+            print(f"| {r['batch_size']} | {o['op']} | {tuple(o['weight_shape'])} | {o['arithmetic_intensity']:.0f} | "
+                  f"{o['gpu_time_us']:.0f} | {o['floor_us']:.0f} | {o['roof_share'] * 100:.0f}% |")
     for p in paths:
         print(p)
 

@@ -272,3 +272,43 @@ def test_bert_conventions_and_refusals():
     long = run_cli("roofline", "analyze", "--model", "bert-base", "--phase", "prefill", "--batch", "1", "--seq",
                    "1024", "--hardware", "h100-sxm")
     assert long.returncode == 2 and "max_position_embeddings" in long.stderr
+
+
+def test_each_projection_is_placed_by_its_recorded_shape(tmp_path):
+    """On the H100 traces (record_shapes), every projection's kernels are found by the weight shape
+    of their aten::linear: q_proj+o_proj (same shape), k_proj+v_proj, gate_proj+up_proj, down_proj,
+    lm_head, each with its own position. Shown by `roofline place --operators` on a stored run."""
+    from perfbench.hardware import load_profile
+    from perfbench.roofline.place import place_run
+    from perfbench.store import ResultsStore
+    from tests.conftest import FIXTURES
+
+    trace = str(FIXTURES / "traces" / "h100" / "llama1b_prefill_eager_b16.json.gz")
+    point = {"status": "ok", "batch_size": 16, "seq_len": 128, "new_tokens": 0, "latency_median_s": 22.36e-3,
+             "trace_path": trace}
+    h100 = load_profile("h100-sxm")
+    (row,) = place_run({"spec": {"model": "llama-3.2-1b", "phase": "prefill", "dtype": "bfloat16"},
+                        "points": [point]}, peak_flops=h100.peak_flops("bfloat16"), bandwidth=h100.memory_bandwidth)
+    ops = {o["op"]: o for o in row["operators"]}
+    assert set(ops) == {"q_proj+o_proj", "k_proj+v_proj", "gate_proj+up_proj", "down_proj", "lm_head"}
+    assert ops["k_proj+v_proj"]["weight_shape"] == [2048, 512] and ops["lm_head"]["weight_shape"] == [2048, 128256]
+    # 2 x 16 layers x 2*2048*2048*2048 FLOPs for q and o at 16 x 128 tokens
+    assert ops["q_proj+o_proj"]["flops"] == 2 * 16 * 2 * 2048 * 2048 * 2048
+    matmul = next(o for o in row["ops"] if o["op_type"] == "matmul")
+    assert sum(o["gpu_time_us"] for o in ops.values()) == pytest.approx(matmul["gpu_time_us"], rel=0.01)
+    assert all(0.3 < o["roof_share"] < 1.0 for o in ops.values())
+    assert ops["gate_proj+up_proj"]["gpu_time_us"] > ops["k_proj+v_proj"]["gpu_time_us"]
+
+    store = tmp_path / "s.sqlite"
+    with ResultsStore(store) as st:
+        rid = st.create_run(name="h100-b16", spec={"model": "llama-3.2-1b", "phase": "prefill", "dtype": "bfloat16",
+                                                   "backend": {"name": "torch"}},
+                            spec_hash="h", fingerprint={"hardware_id": "fixture", "gpus": []}, versions={},
+                            commit=None, device="cuda")
+        st.add_point(rid, {**point, "latency_p10_s": 0.022, "latency_p90_s": 0.023, "tokens_per_s": 1.0,
+                           "peak_memory_bytes": 1, "samples_s": [22.36e-3]})
+        st.finish_run(rid, "completed")
+    r = run_cli("roofline", "place", rid, "--store", str(store), "--hardware", "h100-sxm", "--ceilings",
+                "datasheet", "--operators")
+    assert r.returncode == 0, r.stderr
+    assert "batch 16: operators" in r.stdout and "gate_proj+up_proj" in r.stdout and "attention (all)" in r.stdout

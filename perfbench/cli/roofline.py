@@ -118,6 +118,8 @@ def place_cmd(
     hardware: Optional[str] = typer.Option(None, "--hardware", help="Profile to use instead of the detected one."),
     ceilings: str = typer.Option("auto", "--ceilings", help="auto | measured | datasheet"),
     fmt: str = typer.Option("table", "--format", help="table | json"),
+    operators: bool = typer.Option(False, "--operators", help="Also a table of each projection per batch "
+                                   "(traces with recorded shapes)."),
 ) -> None:
     """Place a stored run on the roofline and split each point's latency into floor, CPU overhead, rest."""
     if fmt not in ("table", "json"):
@@ -143,6 +145,20 @@ def place_cmd(
                   _si(r["achieved_flops_per_s"], "FLOP/s"), f"{r['roof_share'] * 100:.1f}%", r["bound"],
                   _time(r["floor_s"]), _time(cpu) if cpu is not None else "-", _time(r["remainder_s"]))
     console.print(t)
+    if operators:
+        for r in rows:
+            if not (r.get("ops") or r.get("operators")):
+                continue
+            ot = Table(title=f"batch {r['batch_size']}: operators")
+            for col in ("operator", "FLOP/B", "GPU time", "floor", "achieved", "% roof"):
+                ot.add_column(col, justify="left" if col == "operator" else "right")
+            for o in [*r["operators"], *(o for o in r["ops"] if o["op_type"] != "matmul" or not r["operators"])]:
+                name = o.get("op") or f"{o['op_type']} (all)"
+                g = o.get("gpu_time_us")
+                ot.add_row(escape(name), f"{o['arithmetic_intensity']:.1f}", _time(g / 1e6) if g else "-",
+                           _time(o["floor_us"] / 1e6), _si(o["achieved_flops_per_s"], "FLOP/s") if g else "-",
+                           f"{o['roof_share'] * 100:.0f}%" if o.get("roof_share") else "-")
+            console.print(ot)
     notes = {r.get("note") for r in rows if r.get("note")}
     for n in sorted(notes):
         console.print(f"[dim]note: {escape(n)}[/]")

@@ -52,6 +52,7 @@ class OpCost:
     count: int = 1  # how many layers repeat it
     matmul_flops: float = 0.0  # the part torch.utils.flop_counter counts (matmuls + attention)
     in_layer: bool = False  # part of the repeated decoder/encoder layer
+    weight_shape: tuple[int, int] | None = None  # matmuls: (in_features, out_features), to match traces
 
     @property
     def total_flops(self) -> float:
@@ -66,7 +67,7 @@ def _linear(name: str, tokens: int, k: int, n: int, a: float, w: float, bias: bo
     """y[tokens, n] = x[tokens, k] @ W[k, n] (+ b)."""
     flops = 2.0 * tokens * k * n + (tokens * n if bias else 0)
     by = tokens * k * a + k * n * w + tokens * n * a + (n * w if bias else 0)
-    return OpCost(name, "matmul", flops, by, matmul_flops=2.0 * tokens * k * n)
+    return OpCost(name, "matmul", flops, by, matmul_flops=2.0 * tokens * k * n, weight_shape=(k, n))
 
 
 def _eltwise(name: str, elems: float, per_elem: int, reads: int, writes: int, a: float,

@@ -102,7 +102,7 @@ def place_run(run: dict[str, Any], *, peak_flops: float, bandwidth: float,
             "roof_share": achieved / attainable, "bound": "compute" if t_compute >= t_memory else "memory",
             "floor_s": floor, "floor_share": floor / lat,
             "cpu_overhead_s": None, "remainder_s": None, "gpu_busy_s": None, "below_roof_s": None,
-            "other_idle_s": None, "trace": None, "ops": [], "notes": [],
+            "other_idle_s": None, "trace": None, "ops": [], "operators": [], "notes": [],
         }
         _split_with_trace(row, p, ops, peak_flops, bandwidth)
         if floor > lat:
@@ -180,3 +180,72 @@ def _split_with_trace(row: dict[str, Any], point: dict[str, Any], ops, peak: flo
                            "arithmetic_intensity": ai, "gpu_time_us": g, "floor_us": c["floor_s"] * 1e6,
                            "achieved_flops_per_s": achieved,
                            "roof_share": achieved / attainable if achieved and attainable else None})
+    row["operators"] = _matmul_positions(an, ops, peak, bw, notes)
+
+
+#: ATen names whose recorded shapes identify a projection (outermost first: aten::linear holds
+#: the weight as [out, in]; under it aten::mm / addmm see a flattened input).
+_MATMUL_OPS = ("aten::linear", "aten::addmm", "aten::mm", "aten::matmul")
+
+
+def _matmul_positions(an, ops, peak: float, bw: float, notes: list[str]) -> list[dict[str, Any]]:
+    """Each projection of the model on the roofline: its kernels, found by the weight shape recorded
+    with the operator (record_shapes), over the analytical FLOPs and bytes of the projections with
+    that shape. Projections of equal shape (q_proj and o_proj in Llama-3.2-1B) are one row: a trace
+    cannot tell them apart. Empty without recorded shapes."""
+    import numpy as np
+
+    from perfbench.trace.operators import attribute
+    from perfbench.trace.shapes import input_dims, linear_weight_shape
+
+    by_shape: dict[tuple[int, int], list] = {}
+    for op in ops:
+        if op.kind == "matmul" and op.weight_shape:
+            by_shape.setdefault(op.weight_shape, []).append(op)
+    attr = attribute(an)
+    host_names = an.trace.host["name"].astype(str).to_numpy() if len(an.trace.host) else np.empty(0, dtype=object)
+    in_step = an.acts["step"].to_numpy() >= 0
+    top, inner = attr["top_idx"].to_numpy(), attr["op_idx"].to_numpy()
+
+    def matmul_row(ix: np.ndarray) -> np.ndarray:
+        ok = ix >= 0
+        names = np.where(ok, host_names[np.maximum(ix, 0)] if len(host_names) else "", "")
+        return np.where(ok & np.isin(names, _MATMUL_OPS), ix, -1)
+
+    row_of = matmul_row(top)
+    row_of = np.where(row_of >= 0, row_of, matmul_row(inner))
+    row_of = np.where(in_step, row_of, -1)
+    if not (row_of >= 0).any():
+        return []
+    dims = input_dims(an.trace, np.unique(row_of[row_of >= 0]))
+    if not dims:
+        notes.append("no recorded operator shapes (record_shapes): matmuls placed by type only")
+        return []
+    dur = an.trace.gpu["dur_us"].to_numpy()
+    steps = an.figures.steps or 1
+    gpu_us: dict[tuple[int, int], float] = {}
+    unmatched = 0.0
+    for r in np.unique(row_of[row_of >= 0]):
+        shape = linear_weight_shape(str(host_names[r]), dims.get(int(r)) or [])
+        t = float(dur[row_of == r].sum()) / steps
+        if shape in by_shape:
+            gpu_us[shape] = gpu_us.get(shape, 0.0) + t
+        else:
+            unmatched += t
+    if unmatched > 0.01 * (sum(gpu_us.values()) + unmatched):  # e.g. RoPE's tiny inv_freq matmul is not worth a word
+        notes.append(f"{unmatched:.0f} us of matmul kernels match no projection of the model by shape")
+    out = []
+    for shape, members in by_shape.items():
+        g = gpu_us.get(shape)
+        flops = sum(o.total_flops for o in members)
+        by = sum(o.total_bytes for o in members)
+        floor = sum(max(o.total_flops / peak, o.total_bytes / bw) for o in members)
+        ai = flops / by
+        achieved = flops / (g / 1e6) if g else None
+        attainable = min(peak, ai * bw)
+        out.append({"op": "+".join(dict.fromkeys(o.name for o in members)), "op_type": "matmul",
+                    "weight_shape": list(shape), "flops": flops, "bytes": by, "arithmetic_intensity": ai,
+                    "gpu_time_us": g, "floor_us": floor * 1e6, "achieved_flops_per_s": achieved,
+                    "roof_share": achieved / attainable if achieved else None})
+    out.sort(key=lambda o: -(o["gpu_time_us"] or 0.0))
+    return out

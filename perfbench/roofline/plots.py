@@ -19,7 +19,8 @@ def _roof(peak: float, bw: float, xs: np.ndarray) -> np.ndarray:
 
 def _x_range(rows: list[dict], ceilings: dict) -> np.ndarray:
     ais = [r["arithmetic_intensity"] for r in rows if r.get("arithmetic_intensity")]
-    ais += [o["arithmetic_intensity"] for r in rows for o in r.get("ops", []) if o.get("arithmetic_intensity")]
+    ais += [o["arithmetic_intensity"] for r in rows for o in r.get("ops", []) + r.get("operators", [])
+            if o.get("arithmetic_intensity")]
     ridges = [c["peak"] / c["bandwidth"] for c in ceilings.values() if c]
     lo = min(ais + ridges + [1.0]) / 4
     hi = max(ais + ridges + [10.0]) * 4
@@ -52,9 +53,19 @@ def roofline_matplotlib(rows: list[dict], ceilings: dict, title: str = ""):
                 ax.scatter(o["arithmetic_intensity"], o["achieved_flops_per_s"], s=30, color=col,
                            marker={"matmul": "s", "attention": "^", "embedding": "D"}.get(o["op_type"], "x"),
                            zorder=2)
+        for k, o in enumerate(r.get("operators", [])):  # each projection, by its recorded weight shape
+            if o.get("achieved_flops_per_s"):
+                ax.scatter(o["arithmetic_intensity"], o["achieved_flops_per_s"], s=18, color=col,
+                           marker="P", alpha=0.8, zorder=2)
+                if i == len(rows) - 1:  # name them once, at the largest batch
+                    ax.annotate(o["op"], (o["arithmetic_intensity"], o["achieved_flops_per_s"]),
+                                fontsize=6, xytext=(6, -9 * k - 12), textcoords="offset points",
+                                arrowprops=dict(arrowstyle="-", lw=0.3, color="0.5"))
     if any(r.get("ops") for r in rows):
         for m, lab in (("s", "matmul"), ("^", "attention"), ("x", "element-wise"), ("D", "embedding")):
             ax.scatter([], [], marker=m, color="0.3", label=f"op type: {lab}")
+    if any(r.get("operators") for r in rows):
+        ax.scatter([], [], marker="P", color="0.3", label="projection (by weight shape)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
@@ -129,6 +140,13 @@ def roofline_plotly(rows: list[dict], ceilings: dict, title: str = "") -> Any:
                                  y=[o["achieved_flops_per_s"] for _, o in ops], mode="markers",
                                  text=[f"{o['op_type']} b{b}" for b, o in ops], name="op types",
                                  marker=dict(symbol="square", size=7)))
+    projs = [(r["batch_size"], o) for r in rows for o in r.get("operators", []) if o.get("achieved_flops_per_s")]
+    if projs:
+        fig.add_trace(go.Scatter(x=[o["arithmetic_intensity"] for _, o in projs],
+                                 y=[o["achieved_flops_per_s"] for _, o in projs], mode="markers",
+                                 text=[f"{o['op']} b{b}" for b, o in projs], name="projections",
+                                 marker=dict(symbol="cross", size=7),
+                                 hovertemplate="%{text}<br>AI %{x:.1f} FLOP/B<br>%{y:.3s}FLOP/s"))
     fig.update_xaxes(type="log", title="arithmetic intensity (FLOP/byte)")
     fig.update_yaxes(type="log", title="FLOP/s")
     fig.update_layout(title=title, template="plotly_white")

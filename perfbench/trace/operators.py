@@ -131,6 +131,7 @@ def attribute(analysis: Analysis) -> pd.DataFrame:
     df = pd.DataFrame(
         {
             "op_idx": out_inner,
+            "top_idx": out_outer,
             "op": label(out_inner, NO_OP),
             "top_op": label(out_outer, NO_OP),
             "module": label(out_mod, ""),

@@ -1,0 +1,74 @@
+"""Input shapes of selected host operators (`record_shapes=True` traces), read on demand.
+
+The fast parser (`parse.py`) keeps no event arguments: the analyses that run on every trace do not
+need them, and a million-event trace would pay for them. Placing operators on the roofline does
+need the shapes of a few operators (`aten::linear` and friends), so they are read here, by a second
+pass over the file, only for the host rows asked for.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from perfbench.trace.parse import Trace
+
+try:
+    import orjson as _orjson
+
+    _loads = _orjson.loads
+except ImportError:  # pragma: no cover - depends on the environment
+    _loads = json.loads
+
+
+def input_dims(trace: Trace, rows: Iterable[int]) -> dict[int, list[Any]]:
+    """`args["Input Dims"]` of the given rows of `trace.host` (cpu_op events), keyed by row; rows
+    whose event has no shapes (a trace without record_shapes) are left out."""
+    rows = sorted({int(r) for r in rows if r >= 0})
+    if not rows:
+        return {}
+    host = trace.host
+    names = host["name"].astype(str).to_numpy()[rows]
+    ts = host["ts_us"].to_numpy()[rows]
+    pid = host["pid"].to_numpy()[rows]
+    tid = host["tid"].to_numpy()[rows]
+    want = {(str(n), int(p), int(t), float(x)): r for n, p, t, x, r in zip(names, pid, tid, ts, rows)}
+    wanted_names = set(map(str, names))
+    raw = Path(trace.path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    out: dict[int, list[Any]] = {}
+    for e in _loads(raw).get("traceEvents", []):
+        if e.get("ph") != "X" or e.get("name") not in wanted_names:
+            continue
+        dims = (e.get("args") or {}).get("Input Dims")
+        if dims is None:
+            continue
+        try:
+            key = (e["name"], int(e.get("pid")), int(e.get("tid")), float(e["ts"]) - trace.t0_us)
+        except (TypeError, ValueError, KeyError):
+            continue
+        r = want.get(key)
+        if r is not None:
+            out[r] = dims
+    return out
+
+
+def linear_weight_shape(op_name: str, dims: list[Any]) -> tuple[int, int] | None:
+    """(in_features, out_features) of a matmul from its recorded input shapes: aten::linear /
+    addmm / mm / matmul. None when the shapes do not say."""
+    try:
+        if op_name == "aten::linear":  # (input, weight[out, in], bias)
+            out_f, in_f = dims[1]
+            return int(in_f), int(out_f)
+        if op_name == "aten::addmm":  # (bias, x[m, k], w[k, n])
+            k, n = dims[2]
+            return int(k), int(n)
+        if op_name in ("aten::mm", "aten::matmul"):  # (x[..., k], w[k, n])
+            k, n = dims[1][-2:]
+            return int(k), int(n)
+    except (IndexError, TypeError, ValueError):
+        return None
+    return None

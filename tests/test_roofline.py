@@ -312,3 +312,76 @@ def test_each_projection_is_placed_by_its_recorded_shape(tmp_path):
                 "datasheet", "--operators")
     assert r.returncode == 0, r.stderr
     assert "batch 16: operators" in r.stdout and "gate_proj+up_proj" in r.stdout and "attention (all)" in r.stdout
+
+
+def _lin(t, k, n, a=2, w=2, bias=False):
+    """y[t, n] = x[t, k] W[k, n] (+ b): FLOPs (FMA = 2) and bytes (x and y once, W once)."""
+    return 2 * t * k * n + (t * n if bias else 0), (t * k + t * n) * a + (k * n + (n if bias else 0)) * w
+
+
+def _llama_by_hand(phase, b, s):
+    """Llama-3.2-1B bf16, every operator written out from the conventions in docs/roofline.md."""
+    h, L, hq, hkv, d, inter, vocab = 2048, 16, 32, 8, 64, 8192, 128256
+    t = b * s if phase == "prefill" else b
+    kv = s if phase == "prefill" else s + 1  # decode reads the cache plus the new token's K/V
+    q_len = s if phase == "prefill" else 1
+    ops = {"q_proj": _lin(t, h, hq * d), "k_proj": _lin(t, h, hkv * d), "v_proj": _lin(t, h, hkv * d),
+           "o_proj": _lin(t, hq * d, h), "gate_proj": _lin(t, h, inter), "up_proj": _lin(t, h, inter),
+           "down_proj": _lin(t, inter, h),
+           # QK^T and PV (2 x 2 FLOPs per pair per head dim, full S*S) + softmax (5 per score); fused
+           # kernel reads Q (query heads) and K, V (KV heads) and writes O
+           "attention": (4 * b * hq * q_len * kv * d + 5 * b * hq * q_len * kv,
+                         (2 * b * q_len * hq * d + 2 * b * kv * hkv * d) * 2),
+           "input_norm": (4 * t * h, 2 * t * h * 2 + h * 2), "post_attention_norm": (4 * t * h, 2 * t * h * 2 + h * 2),
+           "rope": (3 * t * (hq + hkv) * d, 2 * t * (hq + hkv) * d * 2),
+           "act_mul": (5 * t * inter, 3 * t * inter * 2),  # SiLU(gate) * up, sized by the intermediate size
+           "residual_add_1": (t * h, 3 * t * h * 2), "residual_add_2": (t * h, 3 * t * h * 2)}
+    if phase == "decode":
+        ops["kv_cache_write"] = (0, 2 * b * hkv * d * 2 * 2)  # one K and one V row, written (and read)
+    ops = {k: (f * L, by * L) for k, (f, by) in ops.items()}
+    ops["embedding"] = (0, t * h * 2 + t * h * 2 + t * 8)  # rows read, activations written, int64 ids
+    ops["final_norm"] = (4 * t * h, 2 * t * h * 2 + h * 2)
+    ops["lm_head"] = _lin(t if phase == "prefill" else b, h, vocab)  # every position in prefill
+    return ops
+
+
+def _bert_by_hand(b, s):
+    h, L, H, d, inter = 768, 12, 12, 64, 3072
+    t = b * s
+    ops = {"query": _lin(t, h, h, bias=True), "key": _lin(t, h, h, bias=True), "value": _lin(t, h, h, bias=True),
+           "attention": (4 * b * H * s * s * d + 5 * b * H * s * s, 4 * t * h * 2),
+           "attention_output": _lin(t, h, h, bias=True),
+           "attention_add_norm": (8 * t * h, 3 * t * h * 2 + 2 * h * 2),
+           "intermediate": _lin(t, h, inter, bias=True), "gelu": (8 * t * inter, 2 * t * inter * 2),
+           "output": _lin(t, inter, h, bias=True), "output_add_norm": (8 * t * h, 3 * t * h * 2 + 2 * h * 2)}
+    ops = {k: (f * L, by * L) for k, (f, by) in ops.items()}
+    ops["embeddings"] = (3 * t * h, 3 * t * h * 2 + t * h * 2 + t * 16)  # word + position + type rows
+    ops["embedding_norm"] = (7 * t * h, 2 * t * h * 2 + 2 * h * 2)
+    ops["pooler"] = _lin(b, h, h, bias=True)
+    ops["pooler_tanh"] = (5 * b * h, 2 * b * h * 2)
+    return ops
+
+
+@pytest.mark.parametrize("model,phase,b,s", [("llama-3.2-1b", "prefill", 1, 128), ("llama-3.2-1b", "decode", 1, 512),
+                                             ("llama-3.2-1b", "prefill", 8, 256), ("bert-base", "prefill", 4, 128)])
+def test_every_operator_pinned_by_hand(model, phase, b, s):
+    """Each operator's FLOPs and bytes, and the totals, equal an independent derivation."""
+    r = run_cli("roofline", "analyze", "--model", model, "--phase", phase, "--batch", str(b), "--seq", str(s),
+                "--hardware", "h100-sxm", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    got = {o["name"]: (o["flops"], o["bytes"]) for o in rep["ops"]}
+    want = _bert_by_hand(b, s) if model == "bert-base" else _llama_by_hand(phase, b, s)
+    assert got == {k: (float(f), float(by)) for k, (f, by) in want.items()}
+    assert rep["total"]["flops"] == sum(f for f, _ in want.values())
+    assert rep["total"]["bytes"] == sum(by for _, by in want.values())
+    if (model, phase, b, s) == ("llama-3.2-1b", "prefill", 1, 128):
+        assert (rep["total"]["flops"], rep["total"]["bytes"]) == (318_683_217_920, 2_913_932_288)
+    if phase == "decode":
+        assert (rep["total"]["flops"], rep["total"]["bytes"]) == (2_541_160_960, 2_491_927_048)
+        assert rep["total"]["bound"] == "memory"
+    # per-layer: one layer's operators, summed over ops inside the layer
+    layer = [k for k in want if k not in ("embedding", "embeddings", "final_norm", "lm_head", "embedding_norm",
+                                          "pooler", "pooler_tanh")]
+    L = 12 if model == "bert-base" else 16
+    assert rep["per_layer"]["flops"] == pytest.approx(sum(want[k][0] for k in layer) / L)

@@ -10,7 +10,7 @@ of the latency-vs-batch curve. Rules and thresholds are documented in docs/trace
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from perfbench.errors import InputError
@@ -43,9 +43,11 @@ class Transition:
     agree: bool
     baseline_tklqt_us: float | None
     latency_source: str | None  # "timed" or "trace" or None
+    evaluated: list[str] = field(default_factory=list)  # methods that had data; null in `methods` is "none found" only for these
 
     def as_dict(self) -> dict[str, Any]:
-        return {"transition_batch": self.transition_batch, "methods": dict(self.methods), "agree": self.agree}
+        return {"transition_batch": self.transition_batch, "methods": dict(self.methods), "agree": self.agree,
+                "evaluated": list(self.evaluated)}
 
 
 def _get(p: Any, key: str) -> Any:
@@ -155,4 +157,5 @@ def detect_transition(
         agree=methods_agree(bs, methods, evaluated),
         baseline_tklqt_us=base,
         latency_source=source,
+        evaluated=evaluated,
     )

@@ -231,7 +231,7 @@ def _trace_summary(path: str, timed_median_s: float) -> dict[str, Any]:
         from perfbench.trace import analyze, profiler_overhead
 
         an = analyze(path)
-        return {"trace_figures": an.as_dict(), **profiler_overhead(an, timed_median_s * 1e6)}
+        return {"trace_figures": an.as_full_dict(), **profiler_overhead(an, timed_median_s * 1e6)}
     except Exception as exc:  # the trace file stays; its analysis can be rerun with `perfbench trace`
         return {"trace_error": f"{type(exc).__name__}: {exc}"[:500]}
 

@@ -54,7 +54,7 @@ print(json.dumps({"import_s": t1 - t0, "analyze_s": t2 - t1, "events": a.trace.n
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "workers": workers,
                   "worker_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-                  "figures": a.as_dict()}))
+                  "figures": a.as_full_dict()}))
 """
 
 

@@ -30,7 +30,7 @@ def test_capture_cpu_trace_and_analyse_it(tmp_path):
     assert any(e.get("cat") == "cpu_op" for e in doc["traceEvents"])
     assert [p.name for p in out.parent.iterdir()] == ["cpu.json.gz"]  # no temp files left behind
     a = analyze(out)
-    f = a.as_dict()
+    f = a.as_full_dict()
     assert f["has_gpu"] is False and f["bound"] is None and f["tklqt_us"] is None
     assert "no GPU activity" in f["note"]
     assert "aten::mm" in set(a.trace.host["name"].astype(str))

@@ -283,8 +283,8 @@ def test_ns_resolution_trace():
 
 def test_cpu_only_trace_says_so():
     a = analyze(PUBLIC / "cpu_only.json.gz")
-    d = a.as_dict()
-    assert tuple(d) == FIGURE_KEYS
+    assert tuple(a.as_dict()) == FIGURE_KEYS
+    d = a.as_full_dict()
     assert d["has_gpu"] is False and d["bound"] is None
     for k in ("tklqt_us", "launch_call_us", "queue_us", "akd_us", "gpu_busy_us", "gpu_span_us", "gpu_util", "idle_host_wait_us"):
         assert d[k] is None, k

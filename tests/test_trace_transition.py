@@ -77,5 +77,5 @@ def test_cpu_only_points_do_not_crash():
     pts = [{"tklqt_us": None, "gpu_util": None}] * 2
     tr = detect_transition([1, 2], pts)
     # nothing to judge: no method evaluated, so the nulls mean "not judged", and agree is vacuous
-    assert tr.transition_batch is None and tr.evaluated == [] and tr.as_dict()["evaluated"] == []
+    assert tr.transition_batch is None and tr.evaluated == [] and tr.as_full_dict()["evaluated"] == []
     assert tr.agree

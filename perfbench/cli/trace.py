@@ -12,7 +12,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from perfbench.cli._console import console, print_json
+from perfbench.cli._console import console, err_console, print_json
 from perfbench.errors import InputError
 
 app = typer.Typer(
@@ -133,9 +133,11 @@ def analyze_cmd(
     from perfbench.trace import analyze, top_kernels
 
     a = analyze(trace)
-    figs = a.as_dict()
+    figs = a.as_full_dict()
     if fmt == "json":
-        print_json(figs)
+        print_json(a.as_dict())  # exactly the contract's keys; the note goes to stderr for people
+        if figs["note"]:
+            err_console.print(f"note: {figs['note']}", highlight=False, markup=False)
         return
     _figures_table(figs, f"{trace.name}: per-iteration figures")
     if top > 0 and figs["has_gpu"]:
@@ -179,6 +181,9 @@ def sweep_cmd(
     points = [{"batch_size": b, **a.as_dict()} for b, a in zip(bs, analyses)]
     if fmt == "json":
         print_json({"points": points, **tr.as_dict()})
+        if len(tr.evaluated) < 3:
+            err_console.print(f"note: methods evaluated: {', '.join(tr.evaluated) or 'none'} (the others had no data)",
+                              highlight=False, markup=False)
         return
     from rich.table import Table
 
@@ -326,10 +331,10 @@ def run_cmd(
     bs = [p["batch_size"] for p in pts]
     lat_us = [p["latency_median_s"] * 1e6 for p in pts]
     tr = detect_transition(bs, analyses, lat_us)
-    points = [{"batch_size": b, **a.as_dict(), **profiler_overhead(a, l), "trace_path": p["trace_path"]}
+    points = [{"batch_size": b, **a.as_full_dict(), **profiler_overhead(a, l), "trace_path": p["trace_path"]}
               for b, a, l, p in zip(bs, analyses, lat_us, pts)]
     if fmt == "json":
-        print_json({"run_id": run["run_id"], "name": run["name"], "points": points, **tr.as_dict()})
+        print_json({"run_id": run["run_id"], "name": run["name"], "points": points, **tr.as_full_dict()})
         return
     from rich.table import Table
 

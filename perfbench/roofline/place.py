@@ -137,7 +137,7 @@ def _split_with_trace(row: dict[str, Any], point: dict[str, Any], ops, peak: flo
         notes.append(f"trace unreadable ({exc}); no launch split")
         return
     f = an.figures
-    row["trace"] = {"path": path, **f.as_dict(), "traced_span_us": an.traced_span_us}
+    row["trace"] = {"path": path, **f.as_full_dict(), "traced_span_us": an.traced_span_us}
     if not f.has_gpu:
         row["remainder_s"] = max(lat - floor, 0.0)
         notes.append("CPU-only trace: no GPU launch overhead to split out")

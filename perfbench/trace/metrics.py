@@ -33,9 +33,10 @@ FIGURE_KEYS = (
     "negative_clamped",
     "graph_launches",
     "bound",
-    "has_gpu",
-    "note",
 )
+#: Also kept with stored runs and in `trace run` (not part of the analyze/sweep JSON contract):
+#: whether the trace has GPU activity, and the sentence on what the reader should know.
+EXTRA_KEYS = ("has_gpu", "note")
 
 #: A run is CPU-bound when the GPU is idle more than this share of its span (gpu_util below it).
 UTIL_BOUND = 0.5
@@ -68,8 +69,12 @@ class RunFigures:
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        """Exactly FIGURE_KEYS, JSON-ready (plain floats/ints, None for missing)."""
+        """Exactly FIGURE_KEYS (the JSON contract), JSON-ready (plain floats/ints, None for missing)."""
         return {k: _plain(getattr(self, k)) for k in FIGURE_KEYS}
+
+    def as_full_dict(self) -> dict[str, Any]:
+        """FIGURE_KEYS plus EXTRA_KEYS: what perfbench stores and `trace run` prints."""
+        return {k: _plain(getattr(self, k)) for k in FIGURE_KEYS + EXTRA_KEYS}
 
 
 def _plain(v: Any) -> Any:
@@ -100,6 +105,9 @@ class Analysis:
 
     def as_dict(self) -> dict[str, Any]:
         return self.figures.as_dict()
+
+    def as_full_dict(self) -> dict[str, Any]:
+        return self.figures.as_full_dict()
 
 
 def join_launches(trace: Trace) -> np.ndarray:

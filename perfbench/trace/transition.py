@@ -46,8 +46,13 @@ class Transition:
     evaluated: list[str] = field(default_factory=list)  # methods that had data; null in `methods` is "none found" only for these
 
     def as_dict(self) -> dict[str, Any]:
-        return {"transition_batch": self.transition_batch, "methods": dict(self.methods), "agree": self.agree,
-                "evaluated": list(self.evaluated)}
+        """Exactly the `trace sweep` JSON contract's keys (besides `points`)."""
+        return {"transition_batch": self.transition_batch, "methods": dict(self.methods), "agree": self.agree}
+
+    def as_full_dict(self) -> dict[str, Any]:
+        """With `evaluated`: the methods that had data (null in `methods` means "none in range"
+        only for those). What `trace run` prints."""
+        return {**self.as_dict(), "evaluated": list(self.evaluated)}
 
 
 def _get(p: Any, key: str) -> Any:

@@ -9,6 +9,7 @@ error and the run moves on.
 
 from __future__ import annotations
 
+import gc
 import signal
 import time
 import traceback
@@ -71,6 +72,7 @@ class Progress:
     on_run_start: Callable[[str], None] = lambda run_id: None
     on_point_start: Callable[[Point, int, int], None] = lambda p, i, n: None
     on_sample: Callable[[int, int], None] = lambda done, target: None
+    on_warmup: Callable[[int, int], None] = lambda done, target: None
     on_point_end: Callable[[Point, dict], None] = lambda p, r: None
 
 
@@ -82,29 +84,42 @@ class RunResult:
     reason: str | None = None
 
 
-def measure_point(workload, timer, spec: WorkloadSpec, on_sample=lambda d, t: None) -> dict[str, Any]:
-    """Warm up, then time `workload.step` until repeats and min_seconds are both met."""
+def measure_point(workload, timer, spec: WorkloadSpec, on_sample=lambda d, t: None,
+                  on_warmup=lambda d, t: None) -> dict[str, Any]:
+    """Warm up, then time `workload.step` until repeats and min_seconds are both met.
+
+    Python's cyclic garbage collector is off while timing (as `timeit` does): a collection landing
+    in one iteration would show up as an outlier that has nothing to do with the workload. It runs
+    once before timing, and is back on afterwards whatever happens."""
     m = spec.measure
     t0 = time.perf_counter()
     with _nvtx("warmup"):
-        for _ in range(m.warmup):
+        for i in range(m.warmup):
+            on_warmup(i, m.warmup)
             timer.time(workload.step)
             if workload.reset:
                 workload.reset()
     warmup_s = time.perf_counter() - t0
     samples: list[float] = []
     measured = 0.0
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
     t_start = time.perf_counter()
-    with _nvtx("measure"):
-        while len(samples) < m.repeats or measured < m.min_seconds:
-            with _nvtx(f"iter {len(samples)}"):
-                samples.append(timer.time(workload.step))
-            measured += samples[-1]
-            if workload.reset:
-                workload.reset()
-            on_sample(len(samples), m.repeats)
-            if time.perf_counter() - t_start > m.max_seconds and len(samples) >= 1:
-                break
+    try:
+        with _nvtx("measure"):
+            while len(samples) < m.repeats or measured < m.min_seconds:
+                with _nvtx(f"iter {len(samples)}"):
+                    samples.append(timer.time(workload.step))
+                measured += samples[-1]
+                if workload.reset:
+                    workload.reset()
+                on_sample(len(samples), m.repeats)
+                if time.perf_counter() - t_start > m.max_seconds and len(samples) >= 1:
+                    break
+    finally:
+        if was_enabled:
+            gc.enable()
     # Cut short by max_seconds: fewer samples than asked, which the point must say.
     capped = len(samples) < m.repeats or measured < m.min_seconds
     return {"samples_s": samples, "warmup_s": warmup_s, "capped": capped}
@@ -171,13 +186,19 @@ def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None =
     return result
 
 
-def _close_quietly(store: ResultsStore, run_id: str, result: RunResult) -> None:
-    """Mark the run closed without hiding the error that ended it: if the store itself is what
-    failed, the original exception still propagates (the run then reads as interrupted later)."""
-    try:
-        store.finish_run(run_id, result.status, result.reason)
-    except Exception:
-        pass
+def _close_quietly(store: ResultsStore, run_id: str, result: RunResult, attempts: int = 3) -> None:
+    """Mark the run closed without hiding the error that ended it. A store locked by another
+    writer (often what ended the run) is tried again a few times with back-off; if it still fails,
+    the original exception propagates anyway (the run then reads as interrupted later)."""
+    for i in range(attempts):
+        try:
+            store.finish_run(run_id, result.status, result.reason)
+            return
+        except KeyboardInterrupt:
+            return
+        except Exception:
+            if i + 1 < attempts:
+                time.sleep(0.5 * 2 ** i)
 
 
 def _run_point(backend, point: Point, spec: WorkloadSpec, timer, mem, progress: Progress,
@@ -188,7 +209,7 @@ def _run_point(backend, point: Point, spec: WorkloadSpec, timer, mem, progress: 
         with _nvtx(f"point {label}"):
             workload = backend.prepare(point)
             mem.reset()  # after prepare: decode's untimed cache-building prefill is not the point's peak
-            raw = measure_point(workload, timer, spec, progress.on_sample)
+            raw = measure_point(workload, timer, spec, progress.on_sample, progress.on_warmup)
             peak = mem.read()
     except KeyboardInterrupt:
         raise

@@ -413,3 +413,19 @@ def test_local_weights_path_loads_real_weights(tmp_path, store_path):
     assert not torch.equal(loaded.state_dict()[w], seeded.state_dict()[w])
     _, run = _run(tiny_spec(batch_sizes=[1], weights=str(tmp_path / "ckpt")), store_path)
     assert run["points"][0]["status"] == "ok" and run["spec"]["weights"] == str(tmp_path / "ckpt")
+
+
+def test_timing_runs_without_the_cyclic_gc_and_restores_it():
+    """A gc pass inside one timed iteration would be an outlier unrelated to the workload."""
+    import gc
+
+    from perfbench.backends.base import Workload
+    from perfbench.runner import measure_point
+    from perfbench.timing import Timer
+
+    seen, warm = [], []
+    spec = parse_spec(tiny_spec(measure={"warmup": 2, "repeats": 3, "min_seconds": 0.0}))
+    out = measure_point(Workload(lambda: seen.append(gc.isenabled())), Timer("cpu"), spec,
+                        on_warmup=lambda d, t: warm.append((d, t)))
+    assert seen == [True, True, False, False, False]  # warm-up with gc, timed iterations without
+    assert gc.isenabled() and warm == [(0, 2), (1, 2)] and len(out["samples_s"]) == 3

@@ -94,6 +94,9 @@ def run(
     ws = load_spec(spec, overrides=overrides)  # validates everything (device included) before the store is touched
     if trace is not None:
         ws = ws.model_copy(update={"measure": ws.measure.model_copy(update={"trace": trace})})
+    if ws.backend.get("compile", "none") != "none" and ws.measure.warmup == 0:
+        err_console.print("[yellow]note:[/] compile with measure.warmup 0: the first timed iteration "
+                          "includes compilation")
 
     from perfbench.runner import Progress, run_spec
     from perfbench.store import ResultsStore
@@ -108,11 +111,18 @@ def run(
                       TimeElapsedColumn(), console=err_console, transient=True)
             points_task = bar.add_task("points", total=len(ws.batch_sizes))
             iter_task = bar.add_task("iterations", total=ws.measure.repeats)
+            label = {"point": ""}
+
+            def point_start(p, i, n) -> None:
+                label["point"] = f"batch {p.batch_size}, seq {p.seq_len}"
+                bar.update(iter_task, completed=0, total=ws.measure.repeats, description=label["point"])
+
             hooks = Progress(
-                on_point_start=lambda p, i, n: bar.update(
-                    iter_task, completed=0, total=ws.measure.repeats,
-                    description=f"batch {p.batch_size}, seq {p.seq_len}"),
-                on_sample=lambda d, t: bar.update(iter_task, completed=d, total=max(t, d)),
+                on_point_start=point_start,
+                on_sample=lambda d, t: bar.update(iter_task, completed=d, total=max(t, d),
+                                                  description=label["point"]),
+                on_warmup=lambda d, t: bar.update(  # warm-up (and compilation) is not a stall at 0/N
+                    iter_task, description=f"{label['point']}: warm-up {d + 1}/{t}"),
                 on_point_end=lambda p, r: bar.advance(points_task),
             )
             ctx = bar

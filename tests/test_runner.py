@@ -429,3 +429,23 @@ def test_timing_runs_without_the_cyclic_gc_and_restores_it():
                         on_warmup=lambda d, t: warm.append((d, t)))
     assert seen == [True, True, False, False, False]  # warm-up with gc, timed iterations without
     assert gc.isenabled() and warm == [(0, 2), (1, 2)] and len(out["samples_s"]) == 3
+
+
+def test_table_flags_a_wide_spread_not_a_single_outlier():
+    """One OS hiccup inflates the CV but not the p10-p90 spread the median stands on."""
+    from rich.console import Console
+
+    from perfbench.cli.run import points_table
+
+    base = {"seq_len": 16, "new_tokens": 0, "status": "ok", "n_samples": 100, "tokens_per_s": 1.0,
+            "peak_memory_bytes": 1}
+    hiccup = {**base, "batch_size": 1, "latency_median_s": 1e-3, "latency_p10_s": 0.95e-3,
+              "latency_p90_s": 1.1e-3, "latency_cv": 1.4}
+    con = Console(width=200, record=True)
+    con.print(points_table([hiccup]))
+    assert "noisy" not in con.export_text()
+    wide = {**hiccup, "batch_size": 2, "latency_p90_s": 3e-3, "latency_cv": 0.5}
+    con = Console(width=200, record=True)
+    con.print(points_table([hiccup, wide]))
+    out = con.export_text()
+    assert "3.000 ms!" in out and "noisy" in out

@@ -44,14 +44,14 @@ def points_table(points: list[dict], title: str | None = None):
         extra = p.get("extra") or {}
         capped = p.get("capped") or extra.get("capped")
         cv = p.get("latency_cv")
-        noisy = cv is not None and cv > NOISY_CV
+        noisy = _spread(p) is not None and _spread(p) > NOISY_SPREAD
         marks.update(["capped"] * bool(capped) + ["noisy"] * noisy)
         t.add_row(
             str(p["batch_size"]), str(p["seq_len"]), str(p["new_tokens"]),
             "[green]ok[/]" if ok else f"[red]failed[/] {(p.get('error') or '')[:40]}",
             _fmt_s(p.get("latency_median_s")), _fmt_s(p.get("latency_p10_s")),
-            _fmt_s(p.get("latency_p90_s")),
-            (f"[yellow]{cv * 100:.1f}%![/]" if noisy else f"{cv * 100:.1f}%") if cv is not None else "-",
+            f"[yellow]{_fmt_s(p.get('latency_p90_s'))}![/]" if noisy else _fmt_s(p.get("latency_p90_s")),
+            f"{cv * 100:.1f}%" if cv is not None else "-",
             str(p.get("n_samples") or "-") + ("*" if capped else ""),
             f"{p['tokens_per_s']:,.0f}" if p.get("tokens_per_s") else "-",
             _fmt_bytes(p.get("peak_memory_bytes")),
@@ -60,14 +60,21 @@ def points_table(points: list[dict], title: str | None = None):
     if "capped" in marks:
         notes.append("n*: cut short by measure.max_seconds, fewer samples than asked")
     if "noisy" in marks:
-        notes.append(f"CV!: above {NOISY_CV:.0%}, a noisy measurement (other load on the machine?)")
+        notes.append(f"!: p10-p90 spread above {NOISY_SPREAD:.0%} of the median, a noisy measurement "
+                     "(other load on the machine?)")
     if notes:
         t.caption = "; ".join(notes)
     return t
 
 
-#: A coefficient of variation above this marks a point as noisy in tables.
-NOISY_CV = 0.10
+#: A p10-p90 spread above this share of the median marks a point as noisy in tables. Not the CV:
+#: one OS hiccup among a hundred samples inflates the CV while the median stays exact.
+NOISY_SPREAD = 0.20
+
+
+def _spread(p: dict) -> float | None:
+    lo, hi, med = p.get("latency_p10_s"), p.get("latency_p90_s"), p.get("latency_median_s")
+    return (hi - lo) / med if lo is not None and hi is not None and med else None
 
 
 def run(

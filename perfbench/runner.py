@@ -89,8 +89,9 @@ def measure_point(workload, timer, spec: WorkloadSpec, on_sample=lambda d, t: No
     """Warm up, then time `workload.step` until repeats and min_seconds are both met.
 
     Python's cyclic garbage collector is off while timing (as `timeit` does): a collection landing
-    in one iteration would show up as an outlier that has nothing to do with the workload. It runs
-    once before timing, and is back on afterwards whatever happens."""
+    in one iteration would show up as an outlier that has nothing to do with the workload. The
+    young generations are collected once before timing, and it is back on afterwards whatever
+    happens."""
     m = spec.measure
     t0 = time.perf_counter()
     with _nvtx("warmup"):
@@ -102,7 +103,7 @@ def measure_point(workload, timer, spec: WorkloadSpec, on_sample=lambda d, t: No
     warmup_s = time.perf_counter() - t0
     samples: list[float] = []
     measured = 0.0
-    gc.collect()
+    gc.collect(1)  # the young generations only: a full pass over torch's objects costs ~0.2 s a point
     was_enabled = gc.isenabled()
     gc.disable()
     t_start = time.perf_counter()

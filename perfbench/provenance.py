@@ -41,7 +41,11 @@ def software_versions() -> dict[str, str | None]:
 
 
 def git_commit() -> str | None:
-    """The perfbench checkout's commit, suffixed `-dirty` when it has uncommitted changes."""
+    """The perfbench checkout's commit, suffixed `-dirty` when it has uncommitted changes. None for
+    an installed (non-checkout) perfbench: the git repository around site-packages, if any, is
+    someone else's and its commit would be a wrong provenance."""
+    if not (REPO_ROOT / ".git").exists() or not (REPO_ROOT / "pyproject.toml").exists():
+        return None
     try:
         sha = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5)

@@ -108,6 +108,17 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
+def _model_label(model: Any) -> str:
+    """`llama-3.2-1b`, `llama-3.2-1b+custom` (a preset with fields changed) or `custom-llama`."""
+    if isinstance(model, str):
+        return model
+    if isinstance(model, dict):
+        if model.get("preset"):
+            return f"{model['preset']}+custom" if len(model) > 1 else str(model["preset"])
+        return f"custom-{model.get('family', 'model')}"
+    return "custom"
+
+
 def like_prefix(text: str) -> str:
     """A LIKE pattern (ESCAPE '\\') matching strings that start with `text` literally."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -343,7 +354,7 @@ class ResultsStore:
             d = self._run_dict(r)
             spec = json.loads(r["spec_json"])
             d.update(points_ok=r["n_ok"], points_failed=r["n_failed"], phase=spec.get("phase"),
-                     model=spec.get("model") if isinstance(spec.get("model"), str) else "custom",
+                     model=_model_label(spec.get("model")),
                      dtype=spec.get("dtype"), backend=spec.get("backend", {}).get("name"))
             out.append(d)
         return out

@@ -179,3 +179,12 @@ def test_store_folder_that_cannot_be_created_is_a_store_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(StoreError, match="cannot create the folder"):
         ResultsStore(blocker / "s.sqlite")
+
+
+def test_list_labels_custom_models_by_their_preset(store_path):
+    from perfbench.store import _model_label
+
+    assert _model_label("llama-3.2-1b") == "llama-3.2-1b"
+    assert _model_label({"preset": "llama-3.2-1b"}) == "llama-3.2-1b"
+    assert _model_label({"preset": "llama-3.2-1b", "num_hidden_layers": 2}) == "llama-3.2-1b+custom"
+    assert _model_label({"family": "bert", "hidden_size": 64}) == "custom-bert"

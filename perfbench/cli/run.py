@@ -147,7 +147,7 @@ def run(
         hooks.on_run_start = on_run_start
         try:
             with ctx:
-                res = run_spec(ws, st, spec_path=str(spec), progress=hooks, trace_dir=trace_dir)
+                res = run_spec(ws, st, spec_path=str(Path(spec).resolve()), progress=hooks, trace_dir=trace_dir)
         except BaseException as exc:
             if not started:
                 raise

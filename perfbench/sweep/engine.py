@@ -160,7 +160,7 @@ def _run(sweep: Sweep, store: ResultsStore, db: SweepDB, ex: Any, hardware_id: s
     resumed = db.begin_sweep(
         sweep_id=sweep_id, sweep_json=sweep.to_json(), name=sweep.name, method=sweep.spec.method,
         metric=sweep.metric, goal=sweep.goal, spec_hash=sweep.spec_hash(), hardware_id=hardware_id,
-        spec_path=None if sweep.source.startswith("<") else str(sweep.source), executor=ex.name)
+        spec_path=_spec_path(sweep), executor=ex.name)
     existing = {t["trial_key"]: t for t in db.trials(sweep_id)}
     if resumed:
         _adopt_finished_runs(sweep, store, db, sweep_id, existing)
@@ -211,7 +211,7 @@ def _run(sweep: Sweep, store: ResultsStore, db: SweepDB, ex: Any, hardware_id: s
                 db.start_trial(sweep_id, key, index, params)
                 payload = {"workload": sweep.workload_for(params), "sweep_id": sweep_id,
                            "store": store_path, "trial_key": key,
-                           "spec_path": None if sweep.source.startswith("<") else str(sweep.source)}
+                           "spec_path": _spec_path(sweep)}
                 task = TrialTask(index=index, key=key, params=params, payload=payload)
                 ex.submit(task)
                 in_flight.add(key)
@@ -332,3 +332,8 @@ def _record(sweep: Sweep, store: ResultsStore, db: SweepDB, sweep_id: str, task:
     return {"trial_index": task.index, "trial_key": task.key, "params": task.params, "status": status,
             "run_id": run_id, "metric": metric, "peak_memory_bytes": peak, "reason": why,
             "wall_s": outcome.wall_s, "measure_s": measure_s, "result": info}
+
+
+def _spec_path(sweep: Sweep) -> str | None:
+    """The sweep file as an absolute path (a relative one means nothing from another directory)."""
+    return None if sweep.source.startswith("<") else str(Path(sweep.source).resolve())

@@ -385,3 +385,7 @@ def test_every_operator_pinned_by_hand(model, phase, b, s):
                                           "pooler", "pooler_tanh")]
     L = 12 if model == "bert-base" else 16
     assert rep["per_layer"]["flops"] == pytest.approx(sum(want[k][0] for k in layer) / L)
+    peak, bw = rep["hardware"]["peak_flops"], rep["hardware"]["bandwidth_bytes_per_s"]
+    assert rep["per_layer"]["roofline_time_s"] == pytest.approx(
+        sum(max(want[k][0] / peak, want[k][1] / bw) for k in layer) / L)
+    assert rep["total"]["roofline_time_s"] == pytest.approx(sum(max(f / peak, by / bw) for f, by in want.values()))

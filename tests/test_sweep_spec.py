@@ -208,3 +208,19 @@ def test_dependent_fields_are_judged_in_combination(tmp_path):
                      "parameters": {"phase": {"values": ["prefill", "generate"]}, "new_tokens": {"values": [0, 4]}}},
                     "dep.yaml", sweep_path=tmp_path / "dep.yaml")
     assert "combination phase=prefill, new_tokens=4" in str(exc.value)
+
+
+def test_bayes_tells_every_repeat_of_an_assignment():
+    """TPE may suggest an assignment that is still being measured; once its result arrives, every
+    asked copy is told, so none stays RUNNING in the study."""
+    pytest.importorskip("optuna", reason="method: bayes needs the `sweep` extra (optuna)")
+    from perfbench.sweep.search import BayesSampler
+
+    sweep = parse_sweep({"name": "b", "workload": tiny_spec(batch_sizes=[1]), "method": "bayes",
+                         "parameters": {"batch_size": {"values": [1]}}})
+    s = BayesSampler(sweep, [])
+    a, b = s.ask(), s.ask()  # one value only: the second ask repeats the first
+    assert a == b == {"batch_size": 1}
+    s.tell(a, 5.0)
+    states = {t.state.name for t in s.study.trials}
+    assert states == {"COMPLETE"} and len(s.study.trials) == 2

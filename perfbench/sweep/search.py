@@ -141,14 +141,13 @@ class BayesSampler(Sampler):
         return params
 
     def tell(self, params: dict[str, Any], value: float | None) -> None:
-        trials = self._asked.get(self.sweep.trial_key(params))
-        if not trials:
-            return
-        t = trials.pop(0)
-        if value is None:
-            self.study.tell(t, state=self.optuna.trial.TrialState.FAIL)
-        else:
-            self.study.tell(t, value)
+        """Every asked trial with this assignment gets the result: one that repeated an assignment
+        still in flight would otherwise stay RUNNING in the study for good."""
+        for t in self._asked.pop(self.sweep.trial_key(params), []):
+            if value is None:
+                self.study.tell(t, state=self.optuna.trial.TrialState.FAIL)
+            else:
+                self.study.tell(t, value)
 
 
 def make_sampler(sweep: Sweep, history: list[tuple[dict[str, Any], float | None]]) -> Sampler:

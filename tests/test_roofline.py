@@ -92,7 +92,12 @@ def test_flop_counter_mode_agrees(name, phase):
             with counter:
                 model(input_ids=ids[:, :1], past_key_values=cache, use_cache=True)
     rep = analyze(arch, phase=phase, batch=b, seq=s, peak_flops=1e12, bandwidth=1e11, dtype="float32")
-    assert rep["total"]["matmul_flops"] == counter.get_total_flops()
+    ours, torch_count = rep["total"]["matmul_flops"], counter.get_total_flops()
+    # Some transformers versions (4.4x) build RoPE's angles as a matmul, inv_freq[d/2, 1] @
+    # positions[1, tokens] (one position row for the batch): 2 * (d/2) * tokens FLOPs that are not a
+    # model matmul, which 5.x no longer counts.
+    rope_outer = 2 * (arch.head_size // 2) * (s if phase == "prefill" else 1) if arch.is_decoder else 0
+    assert torch_count in (ours, ours + rope_outer)
 
 
 def test_cli_analyze_json_contract():

@@ -202,6 +202,19 @@ def _conventions(causal: str, lm_head_positions: str, dtype: str, weight_dtype: 
     }
 
 
+def dominant_bound(ops: list[OpCost], peak: float, bw: float) -> str:
+    """A workload's bound: the one whose operators take most of the roofline floor (one rule for
+    `roofline analyze` and `roofline place`)."""
+    t_compute = t_memory = 0.0
+    for op in ops:
+        t_c, t_m = op.total_flops / peak, op.total_bytes / bw
+        if t_c >= t_m:
+            t_compute += t_c
+        else:
+            t_memory += t_m
+    return "compute" if t_compute >= t_memory else "memory"
+
+
 def _row(name: str, flops: float, by: float, peak: float, bw: float, **extra: Any) -> dict[str, Any]:
     t_c, t_m = flops / peak, by / bw
     return {"name": name, "flops": flops, "bytes": by,
@@ -225,8 +238,7 @@ def analyze(arch: ModelArch, *, phase: str, batch: int, seq: int, peak_flops: fl
     # Whole-model aggregate puts the workload as one point; the op sum is the tighter floor.
     total["aggregate_time_s"] = total["roofline_time_s"]
     total["roofline_time_s"] = sum(r["roofline_time_s"] for r in rows)
-    total["bound"] = "compute" if sum(r["compute_time_s"] for r in rows if r["bound"] == "compute") >= \
-        sum(r["memory_time_s"] for r in rows if r["bound"] == "memory") else "memory"
+    total["bound"] = dominant_bound(ops, peak_flops, bandwidth)
     layer_ops = [op for op in ops if op.in_layer]
     per_layer = _row("per_layer", sum(o.flops for o in layer_ops), sum(o.bytes for o in layer_ops),
                      peak_flops, bandwidth)

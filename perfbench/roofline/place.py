@@ -26,7 +26,7 @@ import re
 from typing import Any
 
 from perfbench.models.arch import ModelArch, resolve_model
-from perfbench.roofline.analytical import model_ops
+from perfbench.roofline.analytical import dominant_bound, model_ops
 
 #: Innermost ATen operator name -> operator type shared with the analytical model's `kind`.
 _OP_TYPES = [
@@ -88,9 +88,6 @@ def place_run(run: dict[str, Any], *, peak_flops: float, bandwidth: float,
         flops = sum(o.total_flops for o in ops)
         by = sum(o.total_bytes for o in ops)
         floor = sum(max(o.total_flops / peak_flops, o.total_bytes / bandwidth) for o in ops)
-        # The same rule as `roofline analyze`'s total: the bound whose operators take most of the floor.
-        t_compute = sum(o.total_flops / peak_flops for o in ops if o.total_flops / peak_flops >= o.total_bytes / bandwidth)
-        t_memory = sum(o.total_bytes / bandwidth for o in ops if o.total_flops / peak_flops < o.total_bytes / bandwidth)
         lat = p["latency_median_s"]
         ai = flops / by
         attainable = min(peak_flops, ai * bandwidth)
@@ -99,7 +96,7 @@ def place_run(run: dict[str, Any], *, peak_flops: float, bandwidth: float,
             "batch_size": p["batch_size"], "seq_len": p["seq_len"], "new_tokens": p["new_tokens"],
             "latency_median_s": lat, "flops": flops, "bytes": by, "arithmetic_intensity": ai,
             "achieved_flops_per_s": achieved, "attainable_flops_per_s": attainable,
-            "roof_share": achieved / attainable, "bound": "compute" if t_compute >= t_memory else "memory",
+            "roof_share": achieved / attainable, "bound": dominant_bound(ops, peak_flops, bandwidth),
             "floor_s": floor, "floor_share": floor / lat,
             "cpu_overhead_s": None, "remainder_s": None, "gpu_busy_s": None, "below_roof_s": None,
             "other_idle_s": None, "trace": None, "ops": [], "operators": [], "notes": [],

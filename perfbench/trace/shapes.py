@@ -8,12 +8,11 @@ pass over the file, only for the host rows asked for.
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from perfbench.trace.parse import Trace
+from perfbench.trace.parse import Trace, _open_text
 
 try:
     import orjson as _orjson
@@ -36,9 +35,7 @@ def input_dims(trace: Trace, rows: Iterable[int]) -> dict[int, list[Any]]:
     tid = host["tid"].to_numpy()[rows]
     want = {(str(n), int(p), int(t), float(x)): r for n, p, t, x, r in zip(names, pid, tid, ts, rows)}
     wanted_names = set(map(str, names))
-    raw = Path(trace.path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+    raw = b"".join(_open_text(Path(trace.path)))  # the parser's reader: gzip by magic, clear errors
     out: dict[int, list[Any]] = {}
     for e in _loads(raw).get("traceEvents", []):
         if e.get("ph") != "X" or e.get("name") not in wanted_names:

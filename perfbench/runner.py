@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from perfbench.backends import backend_class
-from perfbench.backends.base import Point
+from perfbench.backends.base import Point, PreparedPoint, RunContext, StepReport
 from perfbench.spec import WorkloadSpec
 from perfbench.stats import summarize
 from perfbench.store import ResultsStore
@@ -84,46 +84,52 @@ class RunResult:
     reason: str | None = None
 
 
-def measure_point(workload, timer, spec: WorkloadSpec, on_sample=lambda d, t: None,
-                  on_warmup=lambda d, t: None) -> dict[str, Any]:
-    """Warm up, then time `workload.step` until repeats and min_seconds are both met.
+def measure_point(prepared: PreparedPoint, timer, spec: WorkloadSpec, on_sample=lambda d, t: None,
+                  on_warmup=lambda d, t: None, meter=None) -> dict[str, Any]:
+    """Warm up, then time `prepared.step` until repeats and min_seconds are both met.
 
     Python's cyclic garbage collector is off while timing (as `timeit` does): a collection landing
     in one iteration would show up as an outlier that has nothing to do with the workload. The
     young generations are collected once before timing, and it is back on afterwards whatever
-    happens."""
+    happens. An energy window (if `meter` measures) spans exactly the measured iterations."""
     m = spec.measure
     t0 = time.perf_counter()
     with _nvtx("warmup"):
         for i in range(m.warmup):
             on_warmup(i, m.warmup)
-            timer.time(workload.step)
-            if workload.reset:
-                workload.reset()
+            timer.time(prepared.step)
+            if prepared.reset:
+                prepared.reset()
     warmup_s = time.perf_counter() - t0
     samples: list[float] = []
+    reports: list[StepReport | None] = []
     measured = 0.0
     gc.collect(1)  # the young generations only: a full pass over torch's objects costs ~0.2 s a point
     was_enabled = gc.isenabled()
     gc.disable()
+    window = meter.start() if meter is not None and meter.method else None
     t_start = time.perf_counter()
     try:
         with _nvtx("measure"):
             while len(samples) < m.repeats or measured < m.min_seconds:
                 with _nvtx(f"iter {len(samples)}"):
-                    samples.append(timer.time(workload.step))
-                measured += samples[-1]
-                if workload.reset:
-                    workload.reset()
+                    dt, out = timer.time(prepared.step)
+                samples.append(dt)
+                reports.append(out if isinstance(out, StepReport) else None)
+                measured += dt
+                if prepared.reset:
+                    prepared.reset()
                 on_sample(len(samples), m.repeats)
                 if time.perf_counter() - t_start > m.max_seconds and len(samples) >= 1:
                     break
     finally:
+        reading = window.stop() if window is not None else None
         if was_enabled:
             gc.enable()
     # Cut short by max_seconds: fewer samples than asked, which the point must say.
     capped = len(samples) < m.repeats or measured < m.min_seconds
-    return {"samples_s": samples, "warmup_s": warmup_s, "capped": capped}
+    return {"samples_s": samples, "reports": reports, "warmup_s": warmup_s, "capped": capped,
+            "energy": reading}
 
 
 def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None = None,
@@ -134,7 +140,6 @@ def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None =
     from perfbench.devices import resolve_device
     from perfbench.hardware.detect import fingerprint
     from perfbench.provenance import git_commit, software_versions
-    from perfbench.timing import PeakMemory, Timer
 
     progress = progress or Progress()
     device = resolve_device(spec.device)
@@ -145,32 +150,23 @@ def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None =
     )
     result = RunResult(run_id=run_id, status="running")
     progress.on_run_start(run_id)
-    backend = None
+    backend = meter = None
     try:
         with _sigterm_as_interrupt(), _nvtx(f"run {spec.name}"):
-            backend = backend_class(spec.backend["name"])(spec.backend_config, spec, device)
+            backend = backend_class(spec.backend["name"])(spec.backend_config, run_context(spec, device))
             with _nvtx("load"):
-                store.set_backend_info(run_id, backend.load())
-            timer, mem = Timer(device), PeakMemory(device)
+                info = backend.load()
+                store.set_backend_info(run_id, info, engine=backend.engine())
+            meter = _open_meter(spec, device)
+            probes = _Probes(backend.timer(), backend.memory_probe(), meter)
             points = spec.points()
             for i, point in enumerate(points):
                 progress.on_point_start(point, i, len(points))
-                row = _run_point(backend, point, spec, timer, mem, progress, trace_dir, run_id)
+                row = _run_point(backend, point, spec, probes, progress, trace_dir, run_id)
                 store.add_point(run_id, row)
                 result.points.append(row)
                 progress.on_point_end(point, row)
-        failed = [p for p in result.points if p["status"] == "failed"]
-        capped = [p for p in result.points if p.get("capped")]
-        result.status = "completed"
-        reasons = [f"{len(failed)} of {len(result.points)} points failed"] if failed else []
-        if capped:
-            reasons.append(f"{len(capped)} point(s) cut short by measure.max_seconds (fewer samples than asked)")
-        result.reason = "; ".join(reasons) or None
-        if failed and len(failed) == len(result.points):
-            # Nothing was measured: that is a failed run (exit 1), not a completed one.
-            result.status = "failed"
-            result.reason = (f"all {len(failed)} points failed; first: batch {failed[0]['batch_size']}: "
-                             f"{failed[0]['error']}")[:2000]
+        _conclude(result)
         store.finish_run(run_id, result.status, result.reason)
     except KeyboardInterrupt as exc:
         result.status, result.reason = "interrupted", (
@@ -184,7 +180,53 @@ def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None =
     finally:
         if backend is not None:
             backend.close()
+        if meter is not None:
+            meter.close()
     return result
+
+
+def run_context(spec: WorkloadSpec, device: str) -> RunContext:
+    """What the backend is told about the run (not the whole spec)."""
+    return RunContext(model=spec.model_ref, phase=spec.phase, dtype=spec.dtype, device=device,
+                      seed=spec.seed, cache_dir=cache_dir())
+
+
+def cache_dir() -> Path:
+    """Where derived model artefacts (tokenizers, GGUF files) are built once and reused."""
+    import os
+
+    return Path(os.environ.get("PERFBENCH_CACHE") or Path.home() / ".cache" / "perfbench")
+
+
+def _open_meter(spec: WorkloadSpec, device: str):
+    from perfbench.energy import open_meter
+
+    return open_meter(spec.measure.energy, device)
+
+
+@dataclass
+class _Probes:
+    """The backend's clock and memory probe, and the run's energy meter."""
+
+    timer: Any
+    memory: Any
+    meter: Any
+
+
+def _conclude(result: RunResult) -> None:
+    """Status and reason of a run whose points all ran."""
+    failed = [p for p in result.points if p["status"] == "failed"]
+    capped = [p for p in result.points if p.get("capped")]
+    result.status = "completed"
+    reasons = [f"{len(failed)} of {len(result.points)} points failed"] if failed else []
+    if capped:
+        reasons.append(f"{len(capped)} point(s) cut short by measure.max_seconds (fewer samples than asked)")
+    result.reason = "; ".join(reasons) or None
+    if failed and len(failed) == len(result.points):
+        # Nothing was measured: that is a failed run (exit 1), not a completed one.
+        result.status = "failed"
+        result.reason = (f"all {len(failed)} points failed; first: batch {failed[0]['batch_size']}: "
+                         f"{failed[0]['error']}")[:2000]
 
 
 def _close_quietly(store: ResultsStore, run_id: str, result: RunResult, attempts: int = 3) -> None:
@@ -202,16 +244,18 @@ def _close_quietly(store: ResultsStore, run_id: str, result: RunResult, attempts
                 time.sleep(0.5 * 2 ** i)
 
 
-def _run_point(backend, point: Point, spec: WorkloadSpec, timer, mem, progress: Progress,
+def _run_point(backend, point: Point, spec: WorkloadSpec, probes: _Probes, progress: Progress,
                trace_dir: Path | None, run_id: str) -> dict[str, Any]:
     base = {"batch_size": point.batch_size, "seq_len": point.seq_len, "new_tokens": point.new_tokens}
     label = f"b{point.batch_size} s{point.seq_len}" + (f" n{point.new_tokens}" if point.new_tokens else "")
+    meter = probes.meter
     try:
         with _nvtx(f"point {label}"):
-            workload = backend.prepare(point)
-            mem.reset()  # after prepare: decode's untimed cache-building prefill is not the point's peak
-            raw = measure_point(workload, timer, spec, progress.on_sample, progress.on_warmup)
-            peak = mem.read()
+            prepared = backend.prepare(point)
+            idle_w = meter.idle_baseline(spec.measure.idle_seconds) if meter.method else None
+            probes.memory.reset()  # after prepare: decode's untimed cache-building prefill is not the point's peak
+            raw = measure_point(prepared, probes.timer, spec, progress.on_sample, progress.on_warmup, meter)
+            peak = probes.memory.read()
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -224,17 +268,17 @@ def _run_point(backend, point: Point, spec: WorkloadSpec, timer, mem, progress: 
     trace_path, capture_error = None, None
     if spec.measure.trace and trace_dir is not None:
         try:  # the timed samples stand whatever the profiler does
-            trace_path = _capture(workload, timer, trace_dir, run_id, label)
+            trace_path = _capture(prepared, probes.timer, trace_dir, run_id, label)
         except KeyboardInterrupt:
             raise
         except Exception as exc:
             capture_error = f"trace capture failed: {type(exc).__name__}: {exc}"[:500]
     stats = summarize(raw["samples_s"])
-    tokens = point.tokens_per_step(spec.phase)
     row = {**base, "status": "ok", **stats, "samples_s": raw["samples_s"], "warmup_s": raw["warmup_s"],
-           "tokens_per_s": tokens / stats["latency_median_s"] if stats["latency_median_s"] > 0 else None,
-           "peak_memory_bytes": peak, "memory_kind": mem.kind, "trace_path": trace_path,
-           "tokens_per_step": tokens, **workload.info}
+           "peak_memory_bytes": peak, "memory_kind": probes.memory.kind, "trace_path": trace_path,
+           **prepared.info,
+           **backend.summarize(point, raw["reports"], stats["latency_median_s"])}
+    row.update(_energy(raw, row, meter, idle_w))
     if raw.get("capped"):
         row["capped"] = (f"measure.max_seconds ({spec.measure.max_seconds:g} s) reached after "
                          f"{len(raw['samples_s'])} of {spec.measure.repeats} repeats")
@@ -244,6 +288,14 @@ def _run_point(backend, point: Point, spec: WorkloadSpec, timer, mem, progress: 
         row["trace_error"] = capture_error
     backend.release()
     return row
+
+
+def _energy(raw: dict[str, Any], row: dict[str, Any], meter, idle_w: float | None) -> dict[str, Any]:
+    """Energy fields of the measured iterations: joules per token over every token they did."""
+    from perfbench.energy import energy_fields
+
+    tokens = (row.get("tokens_per_step") or 0) * len(raw["samples_s"])
+    return energy_fields(raw.get("energy"), meter, tokens or None, idle_w)
 
 
 def _trace_summary(path: str, timed_median_s: float) -> dict[str, Any]:
@@ -258,14 +310,14 @@ def _trace_summary(path: str, timed_median_s: float) -> dict[str, Any]:
         return {"trace_error": f"{type(exc).__name__}: {exc}"[:500]}
 
 
-def _capture(workload, timer, trace_dir: Path, run_id: str, label: str) -> str:
+def _capture(prepared: PreparedPoint, timer, trace_dir: Path, run_id: str, label: str) -> str:
     """Profile one extra iteration after the timed ones (never a timed one)."""
     from perfbench.trace.capture import capture_trace
 
     out = Path(trace_dir) / run_id / f"{label.replace(' ', '_')}.json.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
     with _nvtx("trace"):
-        capture_trace(workload.step, out, cuda=timer.device == "cuda")
-    if workload.reset:
-        workload.reset()
+        capture_trace(prepared.step, out, cuda=timer.device == "cuda")
+    if prepared.reset:
+        prepared.reset()
     return str(out)

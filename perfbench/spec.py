@@ -14,9 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from perfbench.backends import BACKENDS, config_class
-from perfbench.backends.base import BackendConfig, Point
+from perfbench.backends.base import BackendConfig, Point, SpecFacts
 from perfbench.errors import SpecError
-from perfbench.models.arch import PRESETS, ModelArch, resolve_model
+from perfbench.models.arch import PRESETS, ModelArch
+from perfbench.models.ref import ModelRef, ModelRefError, model_ref
 from perfbench.validation import problems as validation_problems
 from perfbench.validation import read_yaml
 
@@ -34,6 +35,9 @@ class MeasureConfig(BaseModel):
     min_seconds: float = Field(default=1.0, ge=0, strict=False)
     max_seconds: float = Field(default=600.0, gt=0, strict=False, description="safety cap per point")
     trace: bool = False
+    energy: Literal["auto", "off", "nvml", "rapl", "pi5-pmic"] = "auto"
+    idle_seconds: float = Field(default=0.5, ge=0, le=60, strict=False,
+                                description="idle power baseline measured before each point")
 
     @model_validator(mode="after")
     def _caps(self) -> "MeasureConfig":
@@ -72,12 +76,17 @@ class WorkloadSpec(BaseModel):
         return v
 
     @property
-    def arch(self) -> ModelArch:
-        return resolve_model(self.model)[1]
+    def model_ref(self) -> ModelRef:
+        return model_ref(self.model, self.weights)
+
+    @property
+    def arch(self) -> ModelArch | None:
+        """The resolved shape; None for a model whose shape is unknown (a GGUF file)."""
+        return self.model_ref.arch
 
     @property
     def model_label(self) -> str:
-        return resolve_model(self.model)[0]
+        return self.model_ref.label
 
     @property
     def backend_config(self) -> BackendConfig:
@@ -95,14 +104,16 @@ class WorkloadSpec(BaseModel):
     def stored(self) -> dict[str, Any]:
         """What a run stores: the normalised spec plus the architecture it resolved to, so the run
         still says what was measured if a preset's definition changes later."""
-        return {**self.normalised(), "arch": self.arch.model_dump(mode="json")}
+        arch = self.arch
+        return {**self.normalised(), "arch": arch.model_dump(mode="json") if arch else None}
 
     def spec_hash(self) -> str:
         """Hash of what decides the measurement: the resolved architecture, not how the model was
         written (`tiny-llama`, `{preset: tiny-llama}` and the full mapping are one workload); name
         and description excluded."""
         d = self.normalised()
-        d["model"] = self.arch.model_dump(mode="json")
+        if self.arch is not None and self.model_ref.kind == "synthetic":
+            d["model"] = self.arch.model_dump(mode="json")
         d.pop("name", None)
         d.pop("description", None)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
@@ -151,36 +162,13 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
         problems.extend(validation_problems(exc, WorkloadSpec))
         spec = None
 
-    # The model: a preset name or an architecture mapping.
-    model = data.get("model")
-    arch = None
-    if isinstance(model, (str, dict)):
-        try:
-            _, arch = resolve_model(model)
-        except KeyError as exc:
-            problems.append(("model" + (".preset" if isinstance(model, dict) else ""),
-                             f"unknown preset {exc.args[0]!r}; allowed: {', '.join(PRESETS)} "
-                             "or a mapping of architecture fields (family: llama|bert, hidden_size, ...)"))
-        except ValidationError as exc:
-            problems.extend(validation_problems(exc, ModelArch, prefix="model."))
-
-    # The backend: validated by its own config class, so new backends need no change here.
-    backend = data.get("backend", {"name": "torch"})
-    if not isinstance(backend, dict):
-        problems.append(("backend", f"expected a mapping like {{name: torch}}, got {backend!r}"))
-    else:
-        name = backend.get("name")
-        if name not in BACKENDS:
-            problems.append(("backend.name", f"unknown backend {name!r}; allowed: {', '.join(BACKENDS)}"))
-        else:
-            try:
-                config_class(name).model_validate(backend)
-            except ValidationError as exc:
-                problems.extend(validation_problems(exc, config_class(name), prefix="backend."))
+    # The model: a preset, an architecture mapping, or a local checkpoint / GGUF ({path: ...}).
+    ref, arch = _check_model(data, problems)
+    problems.extend(_check_backend(data, spec, ref))
 
     # Cross-field rules.
     if spec is not None and arch is not None:
-        if arch.family == "bert" and spec.phase != "prefill":
+        if not arch.is_decoder and spec.phase != "prefill":
             problems.append(("phase", f"{spec.phase!r} needs a decoder model; {arch.family} is an "
                                       "encoder: use phase: prefill"))
         if spec.phase in ("decode", "generate") and spec.new_tokens < 1:
@@ -195,7 +183,11 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
             problems.append(("seq_len", f"seq_len + new_tokens = {need} exceeds the model's "
                                         f"max_position_embeddings ({limit})"))
     if spec is not None and spec.weights:
-        problems.extend(_check_weights(Path(spec.weights).expanduser(), arch))
+        if ref is not None and ref.kind != "synthetic":
+            problems.append(("weights", "weights: goes with a preset or architecture mapping; "
+                                        "model: {path: ...} already names the checkpoint"))
+        else:
+            problems.extend(_check_weights(Path(spec.weights).expanduser(), arch))
     if spec is not None and check_device and spec.device == "cuda" and not problems:
         from perfbench.devices import cuda_available
 
@@ -206,6 +198,56 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
         raise SpecError(source, problems)
     assert spec is not None
     return spec
+
+
+def _check_model(data: dict, problems: list[tuple[str, str]]) -> tuple[ModelRef | None, ModelArch | None]:
+    model = data.get("model")
+    if not isinstance(model, (str, dict)):
+        return None, None  # the schema already said what `model` must be
+    try:
+        ref = model_ref(model, None)
+    except ModelRefError as exc:
+        problems.append((exc.field, str(exc)))
+        return None, None
+    except KeyError as exc:
+        problems.append(("model" + (".preset" if isinstance(model, dict) else ""),
+                         f"unknown preset {exc.args[0]!r}; allowed: {', '.join(PRESETS)}, a mapping of "
+                         "architecture fields (family: llama|bert, hidden_size, ...), or {path: LOCAL}"))
+        return None, None
+    except ValidationError as exc:
+        problems.extend(validation_problems(exc, ModelArch, prefix="model."))
+        return None, None
+    return ref, ref.arch
+
+
+def _check_backend(data: dict, spec: "WorkloadSpec | None", ref: ModelRef | None) -> list[tuple[str, str]]:
+    """The backend's own config, then what it can do against what the spec asks."""
+    backend = data.get("backend", {"name": "torch"})
+    if not isinstance(backend, dict):
+        return [("backend", f"expected a mapping like {{name: torch}}, got {backend!r}")]
+    name = backend.get("name")
+    if name not in BACKENDS:
+        return [("backend.name", f"unknown backend {name!r}; allowed: {', '.join(BACKENDS)}")]
+    cls = config_class(name)
+    try:
+        cfg = cls.model_validate(backend)
+    except ValidationError as exc:
+        return validation_problems(exc, cls, prefix="backend.")
+    if spec is None or ref is None:
+        return []
+    caps, out = cls.capabilities, []
+    if spec.phase not in caps.phases:
+        out.append(("phase", f"backend {name} does not run phase {spec.phase!r}; allowed: {', '.join(caps.phases)}"))
+    if spec.device != "auto" and spec.device not in caps.devices:
+        out.append(("device", f"backend {name} does not run on {spec.device!r}; allowed: {', '.join(caps.devices)}"))
+    if ref.kind not in caps.model_kinds:
+        out.append(("model", f"backend {name} takes {' or '.join(caps.model_kinds)} models, not a {ref.kind} "
+                             "model"))
+    if not caps.batching and any(b > 1 for b in spec.batch_sizes):
+        out.append(("batch_sizes", f"backend {name} runs one sequence at a time: use batch_sizes: [1]"))
+    facts = SpecFacts(spec.phase, spec.dtype, spec.device, tuple(spec.batch_sizes), spec.seq_len,
+                      spec.new_tokens, ref)
+    return out + cfg.check(facts)  # full field paths: backend.n_ctx, seq_len, ...
 
 
 #: Checkpoint config fields that must agree with the spec's model: the roofline, the input ids and

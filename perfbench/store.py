@@ -22,14 +22,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from perfbench import RESULT_SCHEMA_VERSION
 from perfbench.errors import InputError, StoreError
+from perfbench.migrations import STORE_SCHEMA_VERSION, upgrade
+from perfbench.schema import POINT_FIELDS, RESULT_SCHEMA_VERSION, from_row, to_columns
 
 DEFAULT_STORE = Path("results") / "perfbench.sqlite"
-STORE_SCHEMA_VERSION = 1
 RUN_STATUSES = ("running", "completed", "interrupted", "failed")
 
-_SCHEMA = """
+_SCHEMA_TEMPLATE = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id            TEXT PRIMARY KEY,
@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS runs (
     commit_sha        TEXT,
     device            TEXT,
     backend_info_json TEXT,
+    engine_json       TEXT,
     sweep_id          TEXT,
     host              TEXT,
     pid               INTEGER,
@@ -53,28 +54,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep_id);
-CREATE TABLE IF NOT EXISTS points (
-    point_id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id            TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
-    schema_version    INTEGER NOT NULL,
-    batch_size        INTEGER NOT NULL,
-    seq_len           INTEGER NOT NULL,
-    new_tokens        INTEGER NOT NULL,
-    status            TEXT NOT NULL CHECK (status IN ('ok','failed')),
-    error             TEXT,
-    latency_median_s  REAL, latency_p10_s REAL, latency_p90_s REAL, latency_mean_s REAL,
-    latency_stdev_s   REAL, latency_cv REAL, latency_min_s REAL, latency_max_s REAL,
-    n_samples         INTEGER,
-    tokens_per_s      REAL,
-    peak_memory_bytes INTEGER,
-    memory_kind       TEXT,
-    warmup_s          REAL,
-    samples_json      TEXT,
-    trace_path        TEXT,
-    extra_json        TEXT,
-    created_at        TEXT NOT NULL,
-    UNIQUE (run_id, batch_size, seq_len, new_tokens)
-);
+{points}
 CREATE INDEX IF NOT EXISTS points_run ON points(run_id);
 CREATE TABLE IF NOT EXISTS calibrations (
     calibration_id    TEXT PRIMARY KEY,
@@ -90,13 +70,22 @@ CREATE INDEX IF NOT EXISTS calibrations_hw ON calibrations(hardware_id, device, 
 """
 _TABLES = {"meta", "runs", "points", "calibrations"}
 
-#: Point columns that are plain values, in JSON/CSV order.
-POINT_FIELDS = (
-    "batch_size", "seq_len", "new_tokens", "status", "error",
-    "latency_median_s", "latency_p10_s", "latency_p90_s", "latency_mean_s", "latency_stdev_s",
-    "latency_cv", "latency_min_s", "latency_max_s", "n_samples", "tokens_per_s",
-    "peak_memory_bytes", "memory_kind", "warmup_s", "trace_path",
-)
+
+def _points_table() -> str:
+    """The points table, one column per field of the result schema (perfbench.schema)."""
+    cols = ",\n".join(f"    {f.column} {f.sql_type}" for f in POINT_FIELDS)
+    return ("CREATE TABLE IF NOT EXISTS points (\n"
+            "    point_id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+            "    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,\n"
+            "    schema_version INTEGER NOT NULL,\n"
+            f"{cols},\n"
+            "    extra_json TEXT,\n"  # keys a store of an older release kept there, none of ours
+            "    created_at TEXT NOT NULL,\n"
+            "    CHECK (status IN ('ok','failed')),\n"
+            "    UNIQUE (run_id, batch_size, seq_len, new_tokens)\n);")
+
+
+_SCHEMA = _SCHEMA_TEMPLATE.format(points=_points_table())
 
 
 def utcnow() -> str:
@@ -175,13 +164,36 @@ class ResultsStore:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _open_schema(self) -> None:
-        # WAL is persistent: switch only if needed. The switch needs an exclusive lock; under
-        # contention it may answer the old mode, which is still correct (just slower), so never
-        # force anything else.
+        # Ours (or empty) before anything changes: switching journal mode rewrites the header of
+        # somebody else's database. WAL is persistent: switch only if needed. The switch needs an
+        # exclusive lock; under contention it may answer the old mode, which is still correct.
+        self._check_ours()
         if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._init_schema()
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def _check_ours(self) -> None:
+        tables = self._tables()
+        if tables and "runs" not in tables:
+            raise StoreError(f"{self.path} is a SQLite database but not a perfbench results store "
+                             f"(tables: {', '.join(sorted(tables))}); it was left untouched")
+        if _TABLES <= tables:
+            version = self._version()
+            if version > STORE_SCHEMA_VERSION:
+                raise StoreError(f"{self.path} was written by a newer perfbench (store schema "
+                                 f"{version} > {STORE_SCHEMA_VERSION}); upgrade perfbench. The store "
+                                 "was left untouched")
+
+    def _version(self) -> int:
+        row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        try:
+            return int(row[0]) if row else 1
+        except ValueError:
+            raise StoreError(f"{self.path}: unreadable schema_version {row[0]!r} in table meta") from None
 
     def _retry_busy(self, fn) -> None:
         """Run `fn`, retrying while the database is busy, up to the timeout.
@@ -241,29 +253,28 @@ class ResultsStore:
                 raise
 
     def _init_schema(self) -> None:
-        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and "runs" not in tables:
-            raise StoreError(f"{self.path} is a SQLite database but not a perfbench results store "
-                             f"(tables: {', '.join(sorted(tables))})")
-        if _TABLES <= tables:
-            row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row and int(row[0]) > STORE_SCHEMA_VERSION:
-                raise StoreError(f"{self.path} was written by a newer perfbench (store schema "
-                                 f"{row[0]} > {STORE_SCHEMA_VERSION}); upgrade perfbench")
+        """Create a new store, or upgrade an older one (numbered steps, one transaction)."""
+        tables = self._tables()
+        if _TABLES <= tables and self._version() == STORE_SCHEMA_VERSION:
+            self._point_columns = {r[1] for r in self._conn.execute("PRAGMA table_info(points)")}
             return
         # Raw transaction (not `transaction()`): a busy error must reach `_retry_busy` untranslated.
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    c.execute(stmt)
-            c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                      (str(STORE_SCHEMA_VERSION),))
+            if _TABLES <= self._tables():  # another process may have upgraded it meanwhile
+                upgrade(c, self._version())
+            else:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                          (str(STORE_SCHEMA_VERSION),))
         except BaseException:
             c.execute("ROLLBACK")
             raise
         c.execute("COMMIT")
+        self._point_columns = {r[1] for r in self._conn.execute("PRAGMA table_info(points)")}
 
     def query(self, sql: str, args: tuple | list = (), *, what: str = "read") -> list[sqlite3.Row]:
         """A read-only query for modules that keep their own tables in the store (sweeps)."""
@@ -297,23 +308,24 @@ class ResultsStore:
             )
         return run_id
 
-    def set_backend_info(self, run_id: str, info: dict) -> None:
+    def set_backend_info(self, run_id: str, info: dict, engine: dict | None = None) -> None:
+        """What the backend loaded, and the engine under test (name, version, build)."""
         with self.transaction("record backend info") as c:
-            c.execute("UPDATE runs SET backend_info_json=? WHERE run_id=?", (json.dumps(info), run_id))
+            c.execute("UPDATE runs SET backend_info_json=?, engine_json=? WHERE run_id=?",
+                      (json.dumps(info, default=str), json.dumps(engine, default=str) if engine else None,
+                       run_id))
 
     def add_point(self, run_id: str, point: dict[str, Any]) -> None:
-        """Commit one finished point atomically. Unknown keys go to `extra_json`."""
-        row = {k: point.get(k) for k in POINT_FIELDS}
-        row["status"] = row["status"] or "ok"
-        samples = point.get("samples_s")
-        extra = {k: v for k, v in point.items() if k not in POINT_FIELDS and k != "samples_s"}
+        """Commit one finished point atomically. Every key must be a field of perfbench.schema
+        (SchemaError otherwise: a field nobody declared would vanish from every output)."""
+        cols = to_columns({"status": "ok", **point})
+        if cols.get("samples_json") is None:
+            cols["samples_json"] = "[]"
         with self.transaction("store a measurement point") as c:
             c.execute(
-                f"INSERT INTO points(run_id, schema_version, {', '.join(POINT_FIELDS)}, samples_json,"
-                f" extra_json, created_at) VALUES (?, ?, {', '.join('?' * len(POINT_FIELDS))}, ?, ?, ?)",
-                (run_id, RESULT_SCHEMA_VERSION, *row.values(),
-                 json.dumps(list(samples) if samples is not None else []),
-                 json.dumps(extra, default=str) if extra else None, utcnow()),
+                f"INSERT INTO points(run_id, schema_version, {', '.join(cols)}, created_at)"
+                f" VALUES (?, ?, {', '.join('?' * len(cols))}, ?)",
+                (run_id, RESULT_SCHEMA_VERSION, *cols.values(), utcnow()),
             )
 
     def finish_run(self, run_id: str, status: str, reason: str | None = None) -> None:
@@ -379,15 +391,17 @@ class ResultsStore:
             spec=json.loads(r["spec_json"]), fingerprint=json.loads(r["fingerprint_json"]),
             versions=json.loads(r["versions_json"]),
             backend_info=json.loads(r["backend_info_json"]) if r["backend_info_json"] else None,
+            engine=json.loads(r["engine_json"]) if r["engine_json"] else None,
             points=[self._point_dict(p) for p in pts],
         )
         return d
 
-    @staticmethod
-    def _point_dict(p: sqlite3.Row) -> dict[str, Any]:
-        d = {k: p[k] for k in POINT_FIELDS}
-        d["samples_s"] = json.loads(p["samples_json"]) if p["samples_json"] else []
-        d["extra"] = json.loads(p["extra_json"]) if p["extra_json"] else {}
+    def _point_dict(self, p: sqlite3.Row) -> dict[str, Any]:
+        d = from_row(p, self._point_columns)
+        try:  # what a store of an older release kept beside the known fields
+            d["extra"] = json.loads(p["extra_json"]) if p["extra_json"] else {}
+        except ValueError:
+            d["extra"] = {}
         d["schema_version"] = p["schema_version"]
         d["created_at"] = p["created_at"]
         return d

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from perfbench.runner import run_spec
+from perfbench.runner import run_context, run_spec
 from perfbench.spec import parse_spec
 from perfbench.stats import percentile, summarize
 from perfbench.store import ResultsStore
@@ -78,7 +78,7 @@ def test_decode_cache_is_reset_between_iterations():
     from perfbench.backends.torch.backend import TorchBackend
 
     spec = parse_spec(tiny_spec(phase="decode", new_tokens=3))
-    be = TorchBackend(spec.backend_config, spec, "cpu")
+    be = TorchBackend(spec.backend_config, run_context(spec, "cpu"))
     be.load()
     wl = be.prepare(Point(1, 16, 3))
     # Reach the cache through the step's closure.
@@ -135,9 +135,9 @@ def test_points_cut_short_by_max_seconds_say_so(store_path):
                                                       "max_seconds": 0.05}), store_path)
     (p,) = run["points"]
     assert p["status"] == "ok" and p["n_samples"] < 100000
-    assert "max_seconds" in p["extra"]["capped"] and "cut short" in run["reason"]
+    assert "max_seconds" in p["capped"] and "cut short" in run["reason"]
     _, full = _run(tiny_spec(batch_sizes=[1]), store_path)
-    assert full["reason"] is None and "capped" not in full["points"][0]["extra"]
+    assert full["reason"] is None and full["points"][0]["capped"] is None
 
 
 def test_cpu_allocation_failure_reads_as_out_of_memory():
@@ -283,9 +283,9 @@ def test_trace_capture_on_cpu(store_path):
     figs = analyze(path).figures
     assert figs.has_gpu is False and figs.bound is None and "GPU" in figs.note
     # The point keeps the trace's figures and the traced span against its own timed median.
-    assert p["extra"]["trace_figures"]["has_gpu"] is False
-    assert p["extra"]["timed_median_us"] == pytest.approx(p["latency_median_s"] * 1e6)
-    assert p["extra"]["traced_span_us"] > 0 and p["extra"]["profiler_overhead_ratio"] > 0
+    assert p["trace_figures"]["has_gpu"] is False
+    assert p["timed_median_us"] == pytest.approx(p["latency_median_s"] * 1e6)
+    assert p["traced_span_us"] > 0 and p["profiler_overhead_ratio"] > 0
 
     out = run_cli("trace", "run", res.run_id, "--store", str(store_path), "--format", "json")
     assert out.returncode == 0, out.stderr
@@ -310,7 +310,7 @@ def test_failed_trace_capture_keeps_the_timed_point(store_path, monkeypatch):
         (p,) = st.get_run(res.run_id)["points"]
     assert res.status == "completed" and p["status"] == "ok" and len(p["samples_s"]) == 3
     assert p["trace_path"] is None
-    assert p["extra"]["trace_error"].startswith("trace capture failed: RuntimeError: profiler already")
+    assert p["trace_error"].startswith("trace capture failed: RuntimeError: profiler already")
 
 
 def _decode_tokens(spec_overrides: dict, iterations: int = 2) -> tuple[list, dict, object]:
@@ -319,7 +319,7 @@ def _decode_tokens(spec_overrides: dict, iterations: int = 2) -> tuple[list, dic
     from perfbench.backends.torch.backend import TorchBackend
 
     spec = parse_spec(tiny_spec(phase="decode", new_tokens=4, **spec_overrides))
-    be = TorchBackend(spec.backend_config, spec, "cpu")
+    be = TorchBackend(spec.backend_config, run_context(spec, "cpu"))
     info = be.load()
     wl = be.prepare(Point(2, 16, 4))
     out = []
@@ -374,13 +374,14 @@ def test_cuda_graph_mode_generate_matches_eager(store_path):
     outs = {}
     for mode in ("none", "reduce-overhead"):
         spec = parse_spec(tiny_spec(phase="generate", new_tokens=3, backend={"compile": mode}))
-        be = TorchBackend(spec.backend_config, spec, "cpu")
+        be = TorchBackend(spec.backend_config, run_context(spec, "cpu"))
         info = be.load()
         wl = be.prepare(Point(2, 16, 3))
-        outs[mode] = [wl.step() for _ in range(3)]
+        outs[mode] = [wl.step().output for _ in range(3)]
         assert info["kv_cache"] == ("static" if mode != "none" else "dynamic")
     assert all(t.equal(outs["none"][0]) for t in outs["none"] + outs["reduce-overhead"])
     assert outs["none"][0].shape == (2, 16 + 3)
+    assert wl.step().tokens_out == 2 * 3  # counted from the ids produced
 
 
 @pytest.mark.slow
@@ -419,13 +420,12 @@ def test_timing_runs_without_the_cyclic_gc_and_restores_it():
     """A gc pass inside one timed iteration would be an outlier unrelated to the workload."""
     import gc
 
-    from perfbench.backends.base import Workload
+    from perfbench.backends.base import PreparedPoint, WallTimer
     from perfbench.runner import measure_point
-    from perfbench.timing import Timer
 
     seen, warm = [], []
     spec = parse_spec(tiny_spec(measure={"warmup": 2, "repeats": 3, "min_seconds": 0.0}))
-    out = measure_point(Workload(lambda: seen.append(gc.isenabled())), Timer("cpu"), spec,
+    out = measure_point(PreparedPoint(lambda: seen.append(gc.isenabled())), WallTimer(), spec,
                         on_warmup=lambda d, t: warm.append((d, t)))
     assert seen == [True, True, False, False, False]  # warm-up with gc, timed iterations without
     assert gc.isenabled() and warm == [(0, 2), (1, 2)] and len(out["samples_s"]) == 3

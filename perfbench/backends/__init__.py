@@ -1,8 +1,8 @@
 """Pluggable backends: one sub-package per backend, each with a `config.py` (a small pydantic
-config, torch-free so specs validate fast) and a `backend.py` (the implementation).
+config with the backend's capabilities, torch-free so specs validate fast) and a `backend.py` (the
+implementation, which imports the engine).
 
-New backends (hf-pipeline, llama.cpp, vllm, ollama, llamafile) register here by name; the runner
-never changes for them.
+A new backend registers here by name; the runner never changes for it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 #: backend name -> module path holding `Config` (config.py) and `Backend` (backend.py).
 BACKENDS: dict[str, str] = {
     "torch": "perfbench.backends.torch",
+    "hf-pipeline": "perfbench.backends.hf_pipeline",
+    "llama-cpp": "perfbench.backends.llama_cpp",
+    "vllm": "perfbench.backends.vllm",
 }
 
 

@@ -7,23 +7,23 @@ from typing import Optional
 
 import typer
 
+from perfbench.cli.options import check_format, store_option
+
 from perfbench.cli._console import console, err_console, print_json
 from perfbench.errors import InputError
-from perfbench.store import DEFAULT_STORE
 
 
 def calibrate(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     dtypes: Optional[str] = typer.Option(None, "--dtypes", help="Comma list, e.g. float32,bfloat16"),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    store: Path = store_option(),
     quick: bool = typer.Option(False, "--quick", help="Fewer shapes and repeats (smoke test)."),
     fmt: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
     """Measure matmul peak per dtype, memory bandwidth, launch overhead and host<->device bandwidth."""
     from perfbench.devices import cuda_available, resolve_device
 
-    if fmt not in ("table", "json"):
-        raise InputError(f"--format must be table or json, got {fmt!r}")
+    check_format(fmt, ("table", "json"))
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--device must be auto, cpu or cuda, got {device!r}")
     if device == "cuda" and not cuda_available():

@@ -10,28 +10,24 @@ from pathlib import Path
 
 import typer
 
+from perfbench.cli.options import check_format, store_option
+
 from perfbench.cli._console import console, print_json
-from perfbench.errors import InputError
-from perfbench.store import DEFAULT_STORE, POINT_FIELDS
+from perfbench.schema import SCALAR_FIELDS
 
 app = typer.Typer(help="List and show stored runs.", no_args_is_help=True)
 
 
-def _check(fmt: str, allowed: tuple[str, ...]) -> None:
-    if fmt not in allowed:
-        raise InputError(f"--format must be one of {', '.join(allowed)}, got {fmt!r}")
-
-
 @app.command("list")
 def list_(
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    store: Path = store_option(),
     fmt: str = typer.Option("table", "--format", help="table | json"),
     limit: int = typer.Option(0, "--limit", help="Show only the newest N runs (0: all)."),
 ) -> None:
     """List runs, newest first."""
     from perfbench.store import ResultsStore
 
-    _check(fmt, ("table", "json"))
+    check_format(fmt, ("table", "json"))
     if not store.exists():
         if fmt == "json":
             print_json([])
@@ -68,14 +64,15 @@ def _csv(run: dict) -> str:
         "model": spec["model"] if isinstance(spec["model"], str) else json.dumps(spec["model"]),
         "phase": spec["phase"], "dtype": spec["dtype"], "device": run["device"],
         "backend": spec["backend"]["name"], "compile": spec["backend"].get("compile"),
+        "engine_version": (run.get("engine") or {}).get("version"),
         "spec_hash": run["spec_hash"], "hardware_id": run["hardware_id"], "commit": run["commit"],
         "created_at": run["created_at"],
     }
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=[*run_cols, *POINT_FIELDS, "samples_s"], lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=[*run_cols, *SCALAR_FIELDS, "samples_s"], lineterminator="\n")
     w.writeheader()
     for p in run["points"]:
-        w.writerow({**run_cols, **{k: p[k] for k in POINT_FIELDS},
+        w.writerow({**run_cols, **{k: p.get(k) for k in SCALAR_FIELDS},
                     "samples_s": ";".join(f"{s:.9g}" for s in p["samples_s"])})
     return buf.getvalue()
 
@@ -83,14 +80,14 @@ def _csv(run: dict) -> str:
 @app.command("show")
 def show(
     run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    store: Path = store_option(),
     fmt: str = typer.Option("table", "--format", help="table | json | csv"),
 ) -> None:
     """Show one run: provenance and every point (JSON/CSV include raw samples)."""
     from perfbench.cli.run import points_table
     from perfbench.store import ResultsStore
 
-    _check(fmt, ("table", "json", "csv"))
+    check_format(fmt, ("table", "json", "csv"))
     with ResultsStore(store, create=False) as st:
         run = st.get_run(run_id)
     if fmt == "json":

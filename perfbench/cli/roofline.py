@@ -7,9 +7,10 @@ from typing import Optional
 
 import typer
 
+from perfbench.cli.options import check_format, store_option
+
 from perfbench.cli._console import console, print_json
 from perfbench.errors import InputError
-from perfbench.store import DEFAULT_STORE
 
 app = typer.Typer(help="Roofline: analytical FLOPs/bytes, measured positions, plots.", no_args_is_help=True)
 
@@ -43,8 +44,7 @@ def analyze_cmd(
     from perfbench.models.arch import PRESETS
     from perfbench.roofline.analytical import DTYPE_BYTES, analyze
 
-    if fmt not in ("table", "json"):
-        raise InputError(f"--format must be table or json, got {fmt!r}")
+    check_format(fmt, ("table", "json"))
     if model not in PRESETS:
         raise InputError(f"--model: unknown preset {model!r}; allowed: {', '.join(PRESETS)}")
     if phase not in ("prefill", "decode"):
@@ -114,7 +114,7 @@ def _placed(run_id: str, store: Path, hardware: Optional[str], ceilings: str):
 @app.command("place")
 def place_cmd(
     run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    store: Path = store_option(),
     hardware: Optional[str] = typer.Option(None, "--hardware", help="Profile to use instead of the detected one."),
     ceilings: str = typer.Option("auto", "--ceilings", help="auto | measured | datasheet"),
     fmt: str = typer.Option("table", "--format", help="table | json"),
@@ -122,8 +122,7 @@ def place_cmd(
                                    "(traces with recorded shapes)."),
 ) -> None:
     """Place a stored run on the roofline and split each point's latency into floor, CPU overhead, rest."""
-    if fmt not in ("table", "json"):
-        raise InputError(f"--format must be table or json, got {fmt!r}")
+    check_format(fmt, ("table", "json"))
     run, ceil, rows = _placed(run_id, store, hardware, ceilings)
     if fmt == "json":
         print_json({"run_id": run["run_id"], "name": run["name"], "ceilings": ceil, "points": rows})
@@ -167,7 +166,7 @@ def place_cmd(
 @app.command("plot")
 def plot_cmd(
     run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    store: Path = store_option(),
     out: Path = typer.Option(Path("results") / "plots", "--out", help="Output directory."),
     hardware: Optional[str] = typer.Option(None, "--hardware", help="Profile to use instead of the detected one."),
     ceilings: str = typer.Option("auto", "--ceilings", help="auto | measured | datasheet"),

@@ -7,8 +7,11 @@ from typing import Optional
 
 import typer
 
+from perfbench.cli.options import check_format, store_option
+
+from rich.markup import escape
+
 from perfbench.cli._console import console, err_console, print_json
-from perfbench.store import DEFAULT_STORE
 
 DEFAULT_SPEC = Path("workloads") / "tiny-llama-cpu.yaml"
 
@@ -29,42 +32,61 @@ def _fmt_bytes(x: int | None) -> str:
     return str(x)
 
 
+#: Optional columns: shown only when some point has the field (header, field, format).
+_OPTIONAL_COLUMNS = (
+    ("pp tok/s", "pp_tokens_per_s", "{:,.0f}"),
+    ("tg tok/s", "tg_tokens_per_s", "{:,.1f}"),
+    ("engine pp", "engine_pp_tokens_per_s", "{:,.0f}"),
+    ("engine tg", "engine_tg_tokens_per_s", "{:,.1f}"),
+    ("vs ref", "overhead_ratio", "{:.2f}x"),
+    ("J/token", "energy_per_token_j", "{:.4g}"),
+    ("avg W", "power_avg_w", "{:.1f}"),
+)
+
+
 def points_table(points: list[dict], title: str | None = None):
     """The summary table shared by `run` and `results show`."""
     from rich.table import Table
 
     t = Table(title=title)
     marks: set[str] = set()
+    optional = [c for c in _OPTIONAL_COLUMNS if any(p.get(c[1]) is not None for p in points)]
     for col, just in (("batch", "right"), ("seq", "right"), ("new", "right"), ("status", "left"),
                       ("median", "right"), ("p10", "right"), ("p90", "right"), ("CV", "right"),
-                      ("n", "right"), ("tokens/s", "right"), ("peak mem", "right")):
+                      ("n", "right"), ("tokens/s", "right"), ("peak mem", "right"),
+                      *((c[0], "right") for c in optional)):
         t.add_column(col, justify=just)
     for p in points:
         ok = p["status"] == "ok"
-        extra = p.get("extra") or {}
-        capped = p.get("capped") or extra.get("capped")
+        capped = p.get("capped")
         cv = p.get("latency_cv")
         noisy = _spread(p) is not None and _spread(p) > NOISY_SPREAD
         marks.update(["capped"] * bool(capped) + ["noisy"] * noisy)
         t.add_row(
             str(p["batch_size"]), str(p["seq_len"]), str(p["new_tokens"]),
-            "[green]ok[/]" if ok else f"[red]failed[/] {(p.get('error') or '')[:40]}",
+            "[green]ok[/]" if ok else f"[red]failed[/] {escape((p.get('error') or '')[:40])}",
             _fmt_s(p.get("latency_median_s")), _fmt_s(p.get("latency_p10_s")),
             f"[yellow]{_fmt_s(p.get('latency_p90_s'))}![/]" if noisy else _fmt_s(p.get("latency_p90_s")),
             f"{cv * 100:.1f}%" if cv is not None else "-",
             str(p.get("n_samples") or "-") + ("*" if capped else ""),
             f"{p['tokens_per_s']:,.0f}" if p.get("tokens_per_s") else "-",
             _fmt_bytes(p.get("peak_memory_bytes")),
+            *(fmt.format(p[key]) if p.get(key) is not None else "-" for _, key, fmt in optional),
         )
+    t.caption = "; ".join(_table_notes(points, marks)) or None
+    return t
+
+
+def _table_notes(points: list[dict], marks: set[str]) -> list[str]:
     notes = []
     if "capped" in marks:
         notes.append("n*: cut short by measure.max_seconds, fewer samples than asked")
     if "noisy" in marks:
         notes.append(f"!: p10-p90 spread above {NOISY_SPREAD:.0%} of the median, a noisy measurement "
                      "(other load on the machine?)")
-    if notes:
-        t.caption = "; ".join(notes)
-    return t
+    energy = {p.get("energy_note") for p in points if p.get("status") == "ok" and p.get("energy_note")}
+    notes.extend(escape(n) for n in sorted(energy))
+    return notes
 
 
 #: A p10-p90 spread above this share of the median marks a point as noisy in tables. Not the CV:
@@ -79,7 +101,7 @@ def _spread(p: dict) -> float | None:
 
 def run(
     spec: Path = typer.Argument(DEFAULT_SPEC, help="Workload spec YAML (default: the tiny CPU demo)."),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    store: Path = store_option(),
     trace: Optional[bool] = typer.Option(None, "--trace/--no-trace",
                                          help="Override measure.trace: profile one extra iteration per point."),
     fmt: str = typer.Option("table", "--format", help="table | json"),
@@ -89,11 +111,10 @@ def run(
                             "--set batch_sizes=[1,8] (repeatable; validated like the file)."),
 ) -> None:
     """Run a workload spec: warm up, repeat, time with device sync, store every point."""
-    from perfbench.errors import InputError, PerfbenchError, RunFailed
+    from perfbench.errors import PerfbenchError, RunFailed
     from perfbench.spec import load_spec
 
-    if fmt not in ("table", "json"):
-        raise InputError(f"--format must be table or json, got {fmt!r}")
+    check_format(fmt, ("table", "json"))
     if spec == DEFAULT_SPEC and not spec.exists():  # the embedded default, from any directory
         from perfbench.provenance import REPO_ROOT
 

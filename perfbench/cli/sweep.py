@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+
+from perfbench.cli.options import check_format, store_option
 from typer.core import TyperGroup
 
 from perfbench.cli._console import console, err_console, print_json
 from perfbench.errors import InputError
-from perfbench.store import DEFAULT_STORE
 
 class _SweepGroup(TyperGroup):
     """`perfbench sweep SPEC.yaml ...` (the issue's contract) means `perfbench sweep run SPEC.yaml ...`."""
@@ -30,11 +31,6 @@ class _SweepGroup(TyperGroup):
 app = typer.Typer(help="Sweep settings (grid, random, bayes) and analyse the throughput landscape. "
                        "`perfbench sweep SPEC.yaml` is short for `perfbench sweep run SPEC.yaml`.",
                   no_args_is_help=True, cls=_SweepGroup)
-
-
-def _check_format(fmt: str, allowed: tuple[str, ...] = ("table", "json")) -> None:
-    if fmt not in allowed:
-        raise InputError(f"--format must be one of {', '.join(allowed)}, got {fmt!r}")
 
 
 def _fmt_metric(v: float | None, metric: str) -> str:
@@ -73,7 +69,7 @@ def _open_store(store: Path):
 @app.command("run")
 def run(
     spec: Path = typer.Argument(..., help="Sweep spec YAML (see workloads/sweeps/)."),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    store: Path = store_option(),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Trials run at once. Local trials share this "
                                                      "machine, so >1 skews timings; use it with Ray."),
     executor: str = typer.Option("local", "--executor", help="local | ray"),
@@ -88,7 +84,7 @@ def run(
     """Run a sweep, or resume it: completed trials of the same sweep are skipped."""
     from perfbench.sweep.spec import load_sweep
 
-    _check_format(fmt)
+    check_format(fmt, ("table", "json"))
     if jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {jobs}")
     if trial_timeout <= 0:
@@ -243,13 +239,13 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 @app.command("list")
 def list_(
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    store: Path = store_option(),
     fmt: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
     """List sweeps, newest first."""
     from perfbench.sweep.db import SweepDB
 
-    _check_format(fmt)
+    check_format(fmt, ("table", "json"))
     if not store.exists():
         if fmt == "json":
             print_json([])
@@ -278,13 +274,13 @@ def list_(
 @app.command("show")
 def show(
     sweep_id: str = typer.Argument(..., help="Sweep id (a unique prefix is enough)."),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    store: Path = store_option(),
     fmt: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
     """Show a sweep: best, default and gain over it, peaks, parameter importance, every trial."""
     from perfbench.sweep.landscape import load_sweep_data
 
-    _check_format(fmt)
+    check_format(fmt, ("table", "json"))
     with _open_store(store) as st:
         summary, _, _ = load_sweep_data(st, sweep_id)
     if fmt == "json":
@@ -304,14 +300,14 @@ def show(
 def compare(
     sweep_a: str = typer.Argument(..., help="The sweep on machine A (e.g. the old GPU)."),
     sweep_b: str = typer.Argument(..., help="The same sweep on machine B (e.g. the new GPU)."),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    store: Path = store_option(),
     fmt: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
     """Best setting on each machine, and the gain from re-tuning on B instead of reusing A's best."""
     from perfbench.sweep.landscape import compare as compare_
     from perfbench.sweep.landscape import load_sweep_data
 
-    _check_format(fmt)
+    check_format(fmt, ("table", "json"))
     with _open_store(store) as st:
         a, df_a, _ = load_sweep_data(st, sweep_a)
         b, df_b, _ = load_sweep_data(st, sweep_b)
@@ -342,7 +338,7 @@ def plot(
     sweep_id: str = typer.Argument(..., help="Sweep id (a unique prefix is enough)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for the PNG+SVG files "
                                                            "(default: results/sweeps/SWEEP_ID)."),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Results database (SQLite)."),
+    store: Path = store_option(),
 ) -> None:
     """Heatmaps and contours of 2-D slices, and parallel coordinates, as PNG and SVG files."""
     from perfbench.sweep.landscape import load_sweep_data

@@ -12,6 +12,8 @@ from typing import Any, List, Optional
 
 import typer
 
+from perfbench.cli.options import check_format, store_option
+
 from perfbench.cli._console import console, err_console, print_json
 from perfbench.errors import InputError
 
@@ -20,14 +22,6 @@ app = typer.Typer(
     "operators, kernels, batch-sweep transition, fusion candidates.",
     no_args_is_help=True,
 )
-
-
-def _check(value: str, option: str, allowed: tuple[str, ...]) -> str:
-    """Plain-string choices validated here: a bad value is an InputError (exit 2), whatever click
-    flavour typer ships."""
-    if value not in allowed:
-        raise InputError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
 
 
 _FORMAT_HELP = "table (for people) or json (for tools)."
@@ -129,7 +123,7 @@ def analyze_cmd(
     top: int = typer.Option(5, "--top", help="Also list the top K kernels by GPU time (table only; 0: none)."),
 ) -> None:
     """Per-run figures: TKLQT and its parts, kernels, GPU busy/span/util, host-wait idle, bound."""
-    _check(fmt, "--format", ("table", "json"))
+    check_format(fmt, ("table", "json"))
     from perfbench.trace import analyze, top_kernels
 
     a = analyze(trace)
@@ -162,7 +156,7 @@ def sweep_cmd(
 ) -> None:
     """CPU-bound -> GPU-bound transition over a batch sweep: TKLQT leaving its baseline, cross-checked
     against gpu_util crossing 0.5 and the latency knee."""
-    _check(fmt, "--format", ("table", "json"))
+    check_format(fmt, ("table", "json"))
     from perfbench.trace import analyze, detect_transition
 
     bs = _parse_list(batch_sizes, "batch-sizes", int)
@@ -211,8 +205,8 @@ def ops_cmd(
     fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
 ) -> None:
     """Per-operator table (per iteration): calls, kernels, GPU time, CPU time, launch overhead."""
-    _check(fmt, "--format", ("table", "json"))
-    _check(level, "--level", ("op", "top_op", "module"))
+    check_format(fmt, ("table", "json"))
+    check_format(level, ("op", "top_op", "module"), "--level")
     from perfbench.trace import analyze, operator_table
 
     df = operator_table(analyze(trace), level)
@@ -231,7 +225,7 @@ def kernels_cmd(
     fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
 ) -> None:
     """Top kernels by GPU time (per iteration): count, total and mean duration, share."""
-    _check(fmt, "--format", ("table", "json"))
+    check_format(fmt, ("table", "json"))
     from perfbench.trace import analyze, top_kernels
 
     df = top_kernels(analyze(trace), max(top, 1))
@@ -249,7 +243,7 @@ def fusion_cmd(
     fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
 ) -> None:
     """Frequent back-to-back kernel chains worth fusing, with the launch time fusion would save."""
-    _check(fmt, "--format", ("table", "json"))
+    check_format(fmt, ("table", "json"))
     from perfbench.trace import analyze, fusion_candidates
 
     if max_len < 2:
@@ -268,7 +262,7 @@ def compare_cmd(
     fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
 ) -> None:
     """Measured launch saving of a compiled run against eager: TKLQT and launches saved."""
-    _check(fmt, "--format", ("table", "json"))
+    check_format(fmt, ("table", "json"))
     from perfbench.trace import analyze, compare_launch_saving
 
     res = compare_launch_saving(analyze(eager), analyze(compiled))
@@ -292,7 +286,7 @@ def overhead_cmd(
     fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
 ) -> None:
     """Traced iteration span against the timed median: how much of the trace is profiler overhead."""
-    _check(fmt, "--format", ("table", "json"))
+    check_format(fmt, ("table", "json"))
     from perfbench.trace import analyze, profiler_overhead
 
     if timed_median_ms <= 0:
@@ -310,13 +304,13 @@ def overhead_cmd(
 @app.command("run")
 def run_cmd(
     run_id: str = typer.Argument(..., help="A stored run captured with measure.trace: true (or --trace)."),
-    store: Path = typer.Option(Path("results") / "perfbench.sqlite", "--store", help="Results database."),
+    store: Path = store_option(),
     fmt: str = typer.Option("table", "--format", "-f", help=_FORMAT_HELP),
 ) -> None:
     """The batch-sweep analysis of a stored traced run: per-point figures, profiler overhead against
     the timed median of the same point, and the CPU->GPU-bound transition (latency from the timed,
     untraced medians)."""
-    _check(fmt, "--format", ("table", "json"))
+    check_format(fmt, ("table", "json"))
     from perfbench.store import ResultsStore
     from perfbench.trace import analyze, detect_transition, profiler_overhead
 

@@ -26,7 +26,7 @@ def _best_of(timer, fn: Callable[[], Any], *, warmup: int, repeats: int, min_sec
     xs: list[float] = []
     t0 = time.perf_counter()
     while len(xs) < repeats or (time.perf_counter() - t0) < min_seconds:
-        xs.append(timer.time(fn))
+        xs.append(timer.time(fn)[0])
         if len(xs) >= 10 * repeats:
             break
     return {"median_s": statistics.median(xs), "min_s": min(xs), "n": len(xs)}
@@ -37,9 +37,9 @@ def matmul_peak(device: str, dtype: str, shapes: list[tuple[int, int, int]], *, 
     """Best achieved FLOP/s over `shapes` for C[M,N] = A[M,K] @ B[K,N] (2*M*N*K FLOPs)."""
     import torch
 
-    from perfbench.timing import Timer
+    from perfbench.timing import timer_for
 
-    timer = Timer(device)
+    timer = timer_for(device)
     tdtype = getattr(torch, dtype)
     results = []
     for m, n, k in shapes:
@@ -77,9 +77,9 @@ def memory_bandwidth(device: str, nbytes: int, *, quick: bool = False) -> dict[s
     """
     import torch
 
-    from perfbench.timing import Timer
+    from perfbench.timing import timer_for
 
-    timer = Timer(device)
+    timer = timer_for(device)
     n = nbytes // 4
     src = torch.ones(n, device=device, dtype=torch.float32)
     dst = torch.empty_like(src)
@@ -134,9 +134,9 @@ def host_device_bandwidth(nbytes: int, *, quick: bool = False) -> dict[str, Any]
     """Pinned host-to-device and device-to-host copy bandwidth (bytes moved once)."""
     import torch
 
-    from perfbench.timing import Timer
+    from perfbench.timing import timer_for
 
-    timer = Timer("cuda")
+    timer = timer_for("cuda")
     n = nbytes // 4
     host = torch.empty(n, dtype=torch.float32, pin_memory=True)
     dev = torch.empty(n, dtype=torch.float32, device="cuda")

@@ -452,17 +452,16 @@ def import_run(store: Any, run: dict[str, Any], *, sweep_id: str, failure: str |
     included, so a remote trial is an ordinary run here too. A run left open by a process that
     died is closed as failed, with `failure` (the executor's reason: a timeout, a crash) when
     known, as the local executor does."""
-    from perfbench.store import POINT_FIELDS
+    from perfbench.schema import FIELDS
 
     run_id = store.create_run(
         name=run["name"], spec=run["spec"], spec_hash=run["spec_hash"], fingerprint=run["fingerprint"],
         versions=run["versions"], commit=run.get("commit"), device=run.get("device") or "unknown",
         spec_path=run.get("spec_path"), sweep_id=sweep_id, run_id=run["run_id"])
-    if run.get("backend_info"):
-        store.set_backend_info(run_id, run["backend_info"])
+    if run.get("backend_info") or run.get("engine"):
+        store.set_backend_info(run_id, run.get("backend_info") or {}, engine=run.get("engine"))
     for p in run.get("points", []):
-        store.add_point(run_id, {**{k: p.get(k) for k in POINT_FIELDS}, "samples_s": p.get("samples_s"),
-                                 **(p.get("extra") or {})})
+        store.add_point(run_id, {k: v for k, v in p.items() if k in FIELDS})
     status, reason = run["status"], run.get("reason")
     if failure and status in ("running", "interrupted"):
         status, reason = "failed", failure

@@ -24,22 +24,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from perfbench.errors import SpecError
+from perfbench.schema import metrics
 from perfbench.spec import BATCH_SIZE, MeasureConfig, WorkloadSpec, parse_spec, set_path
 from perfbench.validation import problems as _problems
 from perfbench.validation import read_yaml
 
-#: Metrics a sweep may optimise (point fields), with the goal used when the spec gives none.
-METRICS: dict[str, str] = {
-    "tokens_per_s": "maximize",
-    "latency_median_s": "minimize",
-    "latency_mean_s": "minimize",
-    "latency_p10_s": "minimize",
-    "latency_p90_s": "minimize",
-    "latency_min_s": "minimize",
-    "latency_max_s": "minimize",
-    "latency_cv": "minimize",
-    "peak_memory_bytes": "minimize",
-}
+#: Metrics a sweep may optimise (point fields), with the goal used when the spec gives none: every
+#: field of the result schema that says whether higher is better.
+METRICS: dict[str, str] = metrics()
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("int_uniform", "uniform", "log_uniform", "int_log_uniform")
 #: Cap on the points checked up front; beyond it the rest are checked when their trial starts.

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from perfbench.schema import metrics
+
 #: Testing aid, e.g. `kill:SUBSTRING;hang:OTHER`: a trial whose key contains SUBSTRING dies by
 #: SIGKILL (as from the kernel's OOM killer) when its first point starts, one matching OTHER hangs
 #: there (after starting a `sleep` child, so a timeout must kill the whole process group). Lets
@@ -31,11 +33,10 @@ from typing import Any
 FAULT_ENV = "PERFBENCH_SWEEP_FAULT"
 
 
-#: Point fields a trial's summary carries back (the full points are in the store).
-_SUMMARY_FIELDS = ("batch_size", "seq_len", "new_tokens", "status", "error", "tokens_per_s",
-                   "latency_median_s", "latency_mean_s", "latency_p10_s", "latency_p90_s",
-                   "latency_min_s", "latency_max_s", "latency_cv", "peak_memory_bytes", "n_samples",
-                   "warmup_s")
+#: Point fields a trial's summary carries back (the full points are in the store): what names the
+#: point, and every metric of the result schema.
+SUMMARY_FIELDS = ("batch_size", "seq_len", "new_tokens", "status", "error", "n_samples", "warmup_s",
+                  *metrics())
 
 
 def _fault(key: str) -> None:
@@ -56,7 +57,7 @@ def _fault(key: str) -> None:
 
 def summarize_point(p: dict[str, Any]) -> dict[str, Any]:
     """The part of a point a sweep needs; `measure_s` is warm-up plus measured time."""
-    d = {k: p.get(k) for k in _SUMMARY_FIELDS}
+    d = {k: p.get(k) for k in SUMMARY_FIELDS}
     samples = p.get("samples_s") or []
     d["measure_s"] = (p.get("warmup_s") or 0.0) + float(sum(samples))
     return d

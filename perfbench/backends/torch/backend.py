@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from perfbench.backends.base import Backend as BackendBase
-from perfbench.backends.base import Point, Workload
+from perfbench.backends.base import Point, PreparedPoint, StepReport
 from perfbench.backends.torch.config import Config
 from perfbench.models.build import build_model
+from perfbench.timing import memory_probe_for, timer_for
 
 #: torch.compile mode names; "default" is torch's own default (mode=None).
 _COMPILE_MODES = {"default": None, "reduce-overhead": "reduce-overhead", "max-autotune": "max-autotune"}
@@ -25,14 +26,17 @@ class TorchBackend(BackendBase):
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        spec = self.spec
+        ctx, ref = self.ctx, self.ctx.model
+        self.arch = ref.arch
+        weights = ref.path if ref.kind == "hf" else ref.weights
         t0 = time.perf_counter()
-        self.model = build_model(spec.arch, dtype=spec.dtype, device=self.device, seed=spec.seed,
-                                 attn_implementation=cfg.attn_implementation, weights=spec.weights)
+        self.model = build_model(self.arch, dtype=ctx.dtype, device=self.device, seed=ctx.seed,
+                                 attn_implementation=cfg.attn_implementation,
+                                 weights=str(weights) if weights else None)
         self._eager_forward = self.model.forward
         # CUDA graphs need fixed shapes at fixed addresses, so their decode uses a StaticCache.
-        self._static_cache = (cfg.compile in CUDA_GRAPH_MODES and spec.arch.is_decoder
-                              and spec.phase in ("decode", "generate"))
+        self._static_cache = (cfg.compile in CUDA_GRAPH_MODES and self.arch.is_decoder
+                              and ctx.phase in ("decode", "generate"))
         if cfg.compile != "none":
             dyn = torch._dynamo.config
             # One recompilation per batch size is expected; do not fall back to eager after 8.
@@ -43,7 +47,7 @@ class TorchBackend(BackendBase):
             # Prefill shapes are fixed per point, and so are static-cache decode steps: specialise
             # (dynamic=False). A dynamic cache grows every step: let dynamo mark that dimension
             # dynamic instead of recompiling for every context length.
-            dynamic = False if spec.phase == "prefill" or self._static_cache else None
+            dynamic = False if ctx.phase == "prefill" or self._static_cache else None
             self.model.forward = torch.compile(self.model.forward, mode=_COMPILE_MODES[cfg.compile],
                                                dynamic=dynamic)
         return {
@@ -52,32 +56,44 @@ class TorchBackend(BackendBase):
             "torch_threads": torch.get_num_threads(),
             "attn_implementation": cfg.attn_implementation,
             "compile": cfg.compile,
-            "kv_cache": ("static" if self._static_cache else "dynamic") if spec.phase != "prefill" else None,
+            "kv_cache": ("static" if self._static_cache else "dynamic") if ctx.phase != "prefill" else None,
         }
 
+    def engine(self) -> dict[str, Any]:
+        import transformers
+
+        return {"name": "torch", "version": torch.__version__, "transformers": transformers.__version__,
+                "compile": self.config.compile}
+
+    def timer(self) -> Any:
+        return timer_for(self.device)
+
+    def memory_probe(self) -> Any:
+        return memory_probe_for(self.device)
+
     def _input_ids(self, point: Point) -> torch.Tensor:
-        g = torch.Generator(device="cpu").manual_seed(self.spec.seed + point.batch_size)
-        ids = torch.randint(0, self.spec.arch.vocab_size, (point.batch_size, point.seq_len), generator=g)
+        g = torch.Generator(device="cpu").manual_seed(self.ctx.seed + point.batch_size)
+        ids = torch.randint(0, self.arch.vocab_size, (point.batch_size, point.seq_len), generator=g)
         return ids.to(self.device)
 
-    def prepare(self, point: Point) -> Workload:
-        model, phase = self.model, self.spec.phase
+    def prepare(self, point: Point) -> PreparedPoint:
+        model, phase = self.model, self.ctx.phase
         ids = self._input_ids(point)
-        if not self.spec.arch.is_decoder:
+        if not self.arch.is_decoder:
             mask = torch.ones_like(ids)
 
             def step() -> Any:
                 with torch.inference_mode():
                     return model(input_ids=ids, attention_mask=mask)
 
-            return Workload(step)
+            return PreparedPoint(step)
 
         if phase == "prefill":
             def step() -> Any:
                 with torch.inference_mode():
                     return model(input_ids=ids, use_cache=False)
 
-            return Workload(step)
+            return PreparedPoint(step)
 
         if phase == "generate":
             mask = torch.ones_like(ids)
@@ -90,12 +106,14 @@ class TorchBackend(BackendBase):
                 if "disable_compile" in model.generation_config.to_dict():
                     extra["disable_compile"] = True
 
-            def step() -> Any:
+            def step() -> StepReport:
                 with torch.inference_mode():
-                    return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n,
-                                          min_new_tokens=n, do_sample=False, **extra)
+                    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n,
+                                         min_new_tokens=n, do_sample=False, **extra)
+                # tokens/s from tokens produced (counted from the ids), not tokens asked for
+                return StepReport(tokens_out=int(out.shape[0] * (out.shape[1] - ids.shape[1])), output=out)
 
-            return Workload(step)
+            return PreparedPoint(step)
 
         if self._static_cache:
             return self._prepare_static_decode(ids, point)
@@ -121,9 +139,9 @@ class TorchBackend(BackendBase):
             if extra > 0:
                 cache.crop(-extra)
 
-        return Workload(step, reset, info={"context_len": ctx, "kv_cache": "dynamic"})
+        return PreparedPoint(step, reset, info={"context_len": ctx, "kv_cache": "dynamic"})
 
-    def _prepare_static_decode(self, ids: torch.Tensor, point: Point) -> Workload:
+    def _prepare_static_decode(self, ids: torch.Tensor, point: Point) -> PreparedPoint:
         """Decode `new_tokens` steps over a StaticCache (the CUDA-graph modes' path)."""
         from perfbench.backends.torch.static_cache import StaticDecodeCache
 
@@ -145,7 +163,7 @@ class TorchBackend(BackendBase):
                     tok = o.logits[:, -1:].argmax(-1)
             return tok
 
-        return Workload(step, kv.rewind, info={"context_len": ctx, "kv_cache": "static"})
+        return PreparedPoint(step, kv.rewind, info={"context_len": ctx, "kv_cache": "static"})
 
     def release(self) -> None:
         if self.device == "cuda":

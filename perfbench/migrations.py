@@ -1,0 +1,100 @@
+"""Numbered upgrades of the results store, each a step that runs inside one transaction.
+
+Why steps and not "add whatever column is missing": a store is a record of measurements that
+people keep for years. Every change to its layout is written down once, in order, and tested on a
+store that the older release really wrote (tests/fixtures/stores/). A store newer than this code
+is refused and left untouched.
+
+To add a result field: one line in `perfbench.schema.POINT_FIELDS`, and a new step here that adds
+its column (tests check that a migrated store and a fresh one have the same columns).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Callable
+
+#: Columns that release 2 of the store adds to `points` (release 1 kept some of these in extra_json).
+_V2_POINT_COLUMNS = (
+    ("traceback", "TEXT"), ("capped", "TEXT"), ("tokens_per_step", "INTEGER"), ("tokens_source", "TEXT"),
+    ("pp_tokens_per_s", "REAL"), ("tg_tokens_per_s", "REAL"), ("pp_median_s", "REAL"),
+    ("tg_median_s", "REAL"), ("engine_pp_tokens_per_s", "REAL"), ("engine_tg_tokens_per_s", "REAL"),
+    ("engine_timings_json", "TEXT"), ("overhead_ratio", "REAL"), ("energy_j", "REAL"),
+    ("power_avg_w", "REAL"), ("energy_per_token_j", "REAL"), ("idle_power_w", "REAL"),
+    ("energy_method", "TEXT"), ("energy_resolution_j", "REAL"), ("energy_note", "TEXT"),
+    ("context_len", "INTEGER"), ("kv_cache", "TEXT"), ("trace_error", "TEXT"),
+    ("trace_figures_json", "TEXT"), ("traced_span_us", "REAL"), ("timed_median_us", "REAL"),
+    ("profiler_overhead_ratio", "REAL"),
+)
+#: Keys release 1 kept in points.extra_json that now have columns (JSON ones re-serialised).
+_V1_EXTRA_KEYS = ("traceback", "capped", "tokens_per_step", "context_len", "kv_cache", "trace_error",
+                  "trace_figures", "traced_span_us", "timed_median_us", "profiler_overhead_ratio")
+
+
+def _columns(c: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+
+
+def _v2_typed_columns(c: sqlite3.Connection) -> None:
+    """Release 2: one typed column per known point field; the engine under test per run."""
+    if "engine_json" not in _columns(c, "runs"):
+        c.execute("ALTER TABLE runs ADD COLUMN engine_json TEXT")
+    have = _columns(c, "points")
+    for name, sql_type in _V2_POINT_COLUMNS:
+        if name not in have:
+            c.execute(f"ALTER TABLE points ADD COLUMN {name} {sql_type}")
+    _move_extra_keys(c)
+    _backfill_engine(c)
+
+
+def _move_extra_keys(c: sqlite3.Connection) -> None:
+    rows = c.execute("SELECT point_id, extra_json FROM points WHERE extra_json IS NOT NULL").fetchall()
+    for point_id, extra_json in rows:
+        try:
+            extra = json.loads(extra_json)
+        except ValueError:
+            continue  # a damaged row stays as it was: readers show what they can
+        if not isinstance(extra, dict):
+            continue
+        moved = {k: extra.pop(k) for k in _V1_EXTRA_KEYS if k in extra}
+        if not moved:
+            continue
+        sets = {(f"{k}_json" if k == "trace_figures" else k):
+                (json.dumps(v) if k == "trace_figures" else v) for k, v in moved.items()}
+        assigns = ", ".join(f"{k}=?" for k in sets)
+        c.execute(f"UPDATE points SET {assigns}, extra_json=? WHERE point_id=?",
+                  (*sets.values(), json.dumps(extra) if extra else None, point_id))
+
+
+def _backfill_engine(c: sqlite3.Connection) -> None:
+    """Release 1 ran torch only: its engine is torch at the version the run recorded."""
+    rows = c.execute("SELECT run_id, spec_json, versions_json FROM runs WHERE engine_json IS NULL").fetchall()
+    for run_id, spec_json, versions_json in rows:
+        try:
+            backend = json.loads(spec_json).get("backend", {})
+            versions = json.loads(versions_json)
+        except (ValueError, AttributeError):
+            continue
+        engine = {"name": backend.get("name", "torch"), "version": versions.get("torch"),
+                  "transformers": versions.get("transformers"), "compile": backend.get("compile")}
+        c.execute("UPDATE runs SET engine_json=? WHERE run_id=?", (json.dumps(engine), run_id))
+
+
+#: (version it produces, what it does, the step). The store's version is its last step's.
+MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = (
+    (2, "typed columns for every known point field; engine under test per run", _v2_typed_columns),
+)
+STORE_SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def upgrade(c: sqlite3.Connection, from_version: int) -> list[int]:
+    """Apply every step above `from_version`, in order, inside the caller's transaction."""
+    done = []
+    for version, _what, step in MIGRATIONS:
+        if version > from_version:
+            step(c)
+            done.append(version)
+    if done:
+        c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(done[-1]),))
+    return done

@@ -20,23 +20,25 @@ def _version(dist: str) -> str | None:
 
 
 def software_versions() -> dict[str, str | None]:
-    """Versions that change measured numbers. torch is imported only if already loaded or needed."""
+    """Versions that change measured numbers. torch's build facts (CUDA, cuDNN) are read only when
+    torch is already loaded: a llama.cpp run must not pay seconds to import a framework it never
+    uses (the torch backend and a CUDA device check load it first)."""
+    import sys
+
     v: dict[str, str | None] = {
         "perfbench": perfbench.__version__,
         "python": platform.python_version(),
         "transformers": _version("transformers"),
         "numpy": _version("numpy"),
         "pandas": _version("pandas"),
+        "torch": _version("torch"),
     }
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "version"):
         v["torch"] = torch.__version__
         v["cuda"] = torch.version.cuda
         v["cudnn"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
         v["hip"] = getattr(torch.version, "hip", None)
-    except ImportError:
-        v["torch"] = None
     return v
 
 

@@ -156,7 +156,7 @@ def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None =
             backend = backend_class(spec.backend["name"])(spec.backend_config, run_context(spec, device))
             with _nvtx("load"):
                 info = backend.load()
-                store.set_backend_info(run_id, info, engine=backend.engine())
+                store.set_backend_info(run_id, info, engine=backend.engine(), versions=software_versions())
             meter = _open_meter(spec, device)
             probes = _Probes(backend.timer(), backend.memory_probe(), meter)
             points = spec.points()

@@ -124,7 +124,7 @@ def pick_by_prefix(given: str, ids: list[str], kind: str, where: str, hint: str)
     return ids[0]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -308,12 +308,17 @@ class ResultsStore:
             )
         return run_id
 
-    def set_backend_info(self, run_id: str, info: dict, engine: dict | None = None) -> None:
-        """What the backend loaded, and the engine under test (name, version, build)."""
+    def set_backend_info(self, run_id: str, info: dict, engine: dict | None = None,
+                         versions: dict | None = None) -> None:
+        """What the backend loaded, the engine under test (name, version, build) and, read again
+        once the engine is loaded, the software versions."""
         with self.transaction("record backend info") as c:
             c.execute("UPDATE runs SET backend_info_json=?, engine_json=? WHERE run_id=?",
                       (json.dumps(info, default=str), json.dumps(engine, default=str) if engine else None,
                        run_id))
+            if versions:
+                c.execute("UPDATE runs SET versions_json=? WHERE run_id=?",
+                          (json.dumps(versions, sort_keys=True), run_id))
 
     def add_point(self, run_id: str, point: dict[str, Any]) -> None:
         """Commit one finished point atomically. Every key must be a field of perfbench.schema
@@ -339,7 +344,7 @@ class ResultsStore:
 
     def _run_dict(self, r: sqlite3.Row) -> dict[str, Any]:
         status, reason = r["status"], r["reason"]
-        if status == "running" and r["host"] == socket.gethostname() and r["pid"] and not _pid_alive(r["pid"]):
+        if status == "running" and r["host"] == socket.gethostname() and r["pid"] and not pid_alive(r["pid"]):
             status, reason = "interrupted", "process ended without closing the run (killed?)"
         return {
             "run_id": r["run_id"], "name": r["name"], "status": status, "reason": reason,
@@ -405,12 +410,6 @@ class ResultsStore:
         d["schema_version"] = p["schema_version"]
         d["created_at"] = p["created_at"]
         return d
-
-    def points_frame(self, run_id: str):
-        """Points of a run as a DataFrame (pandas imported lazily)."""
-        import pandas as pd
-
-        return pd.DataFrame(self.get_run(run_id)["points"])
 
     # -- calibrations (measured ceilings, keyed by hardware fingerprint) ------------------------
 

@@ -3,6 +3,7 @@
 # on a GPU machine run them with: bash scripts/test.sh -m gpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The tests cover the optional parts too: sweeps (optuna), the Ray executor, plotly figures.
-PERFBENCH_EXTRAS=${PERFBENCH_EXTRAS:-dev,sweep,ray,dashboard} bash scripts/setup.sh
+# The tests cover every backend that runs on a CPU (torch, hf-pipeline, llama.cpp) and the optional
+# parts: sweeps (optuna), the Ray executor, plotly figures.
+PERFBENCH_EXTRAS=${PERFBENCH_EXTRAS:-dev,torch,hf-pipeline,llama-cpp,sweep,ray,dashboard} bash scripts/setup.sh
 exec .venv/bin/python -m pytest "$@"

@@ -139,7 +139,7 @@ def test_evaluate_applies_constraints_per_point():
     assert ev["status"] == "failed" and "no point reported latency_median_s" in ev["reason"]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -175,10 +175,10 @@ def test_crash_kill_hang_are_failed_trials_and_the_sweep_goes_on(store_path, mon
     assert runs[hang["run_id"]]["status"] == "failed" and "timed out" in runs[hang["run_id"]]["reason"]
     grandchild = int(re.search(r"child pid (\d+)", hang["reason"]).group(1))
     for _ in range(50):  # the whole process group was killed, the `sleep` child included
-        if not _pid_alive(grandchild):
+        if not pid_alive(grandchild):
             break
         time.sleep(0.1)
-    assert not _pid_alive(grandchild)
+    assert not pid_alive(grandchild)
     for seed in (0, 1, 2):  # these fail loading, before the first point (and its fault)
         t = trials[(seed, str(bad))]
         assert t["status"] == "failed" and "empty-ckpt" in t["reason"] and runs[t["run_id"]]["status"] == "failed"

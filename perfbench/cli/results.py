@@ -42,13 +42,13 @@ def list_(
     from rich.table import Table
 
     t = Table(title=f"runs in {store}")
-    for col in ("run_id", "name", "created_at", "status", "points", "phase", "model", "dtype",
+    for col in ("run_id", "name", "created_at", "status", "points", "phase", "model", "backend", "dtype",
                 "device", "hardware_id", "commit"):
         t.add_column(col)
     for r in runs:
         pts = f"{r['points_ok']}" + (f" (+{r['points_failed']} failed)" if r["points_failed"] else "")
         t.add_row(r["run_id"], r["name"], r["created_at"][:19], r["status"], pts, r["phase"] or "",
-                  str(r["model"]), r["dtype"] or "", r["device"] or "", r["hardware_id"],
+                  str(r["model"]), r.get("backend") or "", r["dtype"] or "", r["device"] or "", r["hardware_id"],
                   (r["commit"] or "")[:10])
     console.print(t)
     if len({r["hardware_id"] for r in runs}) > 1:
@@ -75,6 +75,15 @@ def _csv(run: dict) -> str:
         w.writerow({**run_cols, **{k: p.get(k) for k in SCALAR_FIELDS},
                     "samples_s": ";".join(f"{s:.9g}" for s in p["samples_s"])})
     return buf.getvalue()
+
+
+def _engine_label(engine: dict | None) -> str:
+    """`llama.cpp 0.3.36 (build 0c1e570)`; runs of release 1 say torch and its version."""
+    if not engine:
+        return "-"
+    rest = ", ".join(f"{k} {v}" for k, v in engine.items() if k not in ("name", "version") and v is not None
+                     and not isinstance(v, (dict, list)) and len(str(v)) < 60)
+    return f"{engine.get('name')} {engine.get('version') or ''}".strip() + (f" ({rest})" if rest else "")
 
 
 @app.command("show")
@@ -104,6 +113,7 @@ def show(
                   f"{spec['dtype']} backend={spec['backend']}  hash {run['spec_hash']}")
     console.print(f"  hardware: {fp.get('cpu_model')} x{fp.get('cpu_cores_logical')}, GPU: {gpus} "
                   f"[dim](id {run['hardware_id']})[/]  device: {run['device']}")
+    console.print(f"  engine: {_engine_label(run.get('engine'))}", markup=False, highlight=False)
     console.print(f"  versions: torch {v.get('torch')}, transformers {v.get('transformers')}, "
                   f"cuda {v.get('cuda')}, python {v.get('python')}  commit {run['commit']}")
     console.print(f"  started {run['created_at']}  ended {run['ended_at'] or '-'}")

@@ -102,13 +102,13 @@ def run(
             err_console.print(f"[yellow]note:[/] {jobs} local trials at once share this machine's CPU "
                               "and GPU; their timings will interfere")
     if executor == "ray" and address:
-        from perfbench.sweep.executors import _probe_ray_address
+        from perfbench.sweep.executors import probe_ray_address
 
-        _probe_ray_address(address)  # before the store is created: a typo leaves nothing behind
+        probe_ray_address(address)  # before the store is created: a typo leaves nothing behind
     if sweep.spec.method == "bayes":
-        from perfbench.sweep.search import _import_optuna
+        from perfbench.sweep.search import import_optuna
 
-        _import_optuna()  # a missing extra is bad input, reported before anything runs
+        import_optuna()  # a missing extra is bad input, reported before anything runs
 
     from perfbench.store import ResultsStore
     from perfbench.sweep.engine import SweepHooks, run_sweep

@@ -227,10 +227,6 @@ class HardwareProfile(_Strict):
         """Host-device link bandwidth in bytes/s per direction, or None when there is no link."""
         return float(self.link.bandwidth.value) if self.link.bandwidth is not None else None
 
-    @property
-    def tdp(self) -> float | None:
-        return float(self.tdp_watts.value) if self.tdp_watts is not None else None
-
 
 # --------------------------------------------------------------------------------------------------
 # Loading

@@ -49,10 +49,6 @@ class ModelRef:
     path: Path | None = None  # the checkpoint folder or GGUF file
     weights: Path | None = None  # a synthetic architecture's real weights (the spec's `weights:`)
 
-    def describe(self) -> dict[str, Any]:
-        """What a run stores about the model beyond the spec."""
-        return {"kind": self.kind, "label": self.label, "path": str(self.path) if self.path else None}
-
 
 def model_ref(model: Any, weights: str | None = None) -> ModelRef:
     """Resolve a spec's `model:` (and `weights:`). Raises ModelRefError, KeyError (unknown preset)

@@ -15,7 +15,7 @@ import socket
 from typing import Any
 
 from perfbench.errors import InputError
-from perfbench.store import ResultsStore, _pid_alive, like_prefix, pick_by_prefix, utcnow
+from perfbench.store import ResultsStore, pid_alive, like_prefix, pick_by_prefix, utcnow
 
 SWEEP_SCHEMA_VERSION = 1
 SWEEP_STATUSES = ("running", "completed", "interrupted", "failed")
@@ -121,7 +121,7 @@ class SweepDB:
                 return False
             owner = c.execute("SELECT status, host, pid FROM sweeps WHERE sweep_id=?", (sweep_id,)).fetchone()
             if (owner["status"] == "running" and owner["host"] == socket.gethostname() and owner["pid"]
-                    and owner["pid"] != os.getpid() and _pid_alive(owner["pid"])):
+                    and owner["pid"] != os.getpid() and pid_alive(owner["pid"])):
                 # Two processes on one sweep would both measure every trial left.
                 raise InputError(f"sweep {sweep_id} ({name}) is already running in process {owner['pid']} "
                                  f"on this host; wait for it, or stop it (kill {owner['pid']}) and run "
@@ -142,7 +142,7 @@ class SweepDB:
 
     def _sweep_dict(self, r: Any) -> dict[str, Any]:
         status, reason = r["status"], r["reason"]
-        if status == "running" and r["host"] == socket.gethostname() and r["pid"] and not _pid_alive(r["pid"]):
+        if status == "running" and r["host"] == socket.gethostname() and r["pid"] and not pid_alive(r["pid"]):
             status, reason = "interrupted", "sweep process ended without closing the sweep (killed?)"
         return {
             "sweep_id": r["sweep_id"], "name": r["name"], "method": r["method"],

@@ -343,7 +343,7 @@ def ray_gpus_per_trial(device: str, ray: Any) -> int:
     return 0
 
 
-def _probe_ray_address(address: str, timeout_s: float = 5.0) -> None:
+def probe_ray_address(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast on an unreachable `host:port` (ray.init would retry for minutes). `auto` and
     other forms are left to Ray."""
     import socket
@@ -371,7 +371,7 @@ class RayExecutor:
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
             if address:
-                _probe_ray_address(address)
+                probe_ray_address(address)
                 kwargs["address"] = address
             else:  # RAY_ADDRESS if set, else a local instance that we own
                 kwargs["include_dashboard"] = False

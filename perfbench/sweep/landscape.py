@@ -44,7 +44,7 @@ def _hashable(v: Any) -> Any:
     return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
 
 
-def _vkey(v: Any) -> str:
+def value_key(v: Any) -> str:
     """Value identity across types and float noise (1 == 1.0; 0.1+0.2 == 0.3)."""
     if isinstance(v, float) and not isinstance(v, bool):
         if math.isnan(v):
@@ -96,7 +96,7 @@ def gain(better_value: float | None, reference: float | None, goal: str) -> floa
     return reference / better_value - 1 if better_value else None
 
 
-def _measured(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+def measured_trials(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Completed trials with a metric (a frame without `status` counts every row with a metric)."""
     ok = df[metric].notna()
     if "status" in df:
@@ -112,15 +112,15 @@ def _status(row: pd.Series, metric: str) -> str:
 
 def _opt(row: pd.Series, key: str) -> Any:
     v = row.get(key)
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else _unhash(v)
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else unhash(v)
 
 
 def _point(row: pd.Series, params: list[str], metric: str) -> dict[str, Any]:
-    return {"params": {p: _unhash(row[p]) for p in params}, "metric": float(row[metric]),
+    return {"params": {p: unhash(row[p]) for p in params}, "metric": float(row[metric]),
             "run_id": _opt(row, "run_id"), "trial_index": _opt(row, "trial_index")}
 
 
-def _unhash(v: Any) -> Any:
+def unhash(v: Any) -> Any:
     """A parameter value back from a frame cell (JSON for lists/maps; pandas' NaN for None)."""
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
         return None
@@ -136,7 +136,7 @@ def _unhash(v: Any) -> Any:
 
 def best_point(df: pd.DataFrame, params: list[str], metric: str, goal: str) -> dict[str, Any] | None:
     """The best completed trial (ties: the earliest)."""
-    m = _measured(df, metric)
+    m = measured_trials(df, metric)
     if m.empty:
         return None
     idx = m[metric].idxmax() if goal == "maximize" else m[metric].idxmin()
@@ -144,10 +144,10 @@ def best_point(df: pd.DataFrame, params: list[str], metric: str, goal: str) -> d
 
 
 def find_row(df: pd.DataFrame, params: list[str], assignment: dict[str, Any]) -> pd.Series | None:
-    """The trial with exactly this assignment (values compared by `_vkey`), or None."""
-    want = {p: _vkey(_unhash(assignment[p])) for p in params}
+    """The trial with exactly this assignment (values compared by `value_key`), or None."""
+    want = {p: value_key(unhash(assignment[p])) for p in params}
     for _, row in df.iterrows():
-        if all(_vkey(_unhash(row[p])) == want[p] for p in params):
+        if all(value_key(unhash(row[p])) == want[p] for p in params):
             return row
     return None
 
@@ -160,7 +160,7 @@ def default_point(df: pd.DataFrame, params: list[str], metric: str, default: dic
         return None, note or "the base workload has no single setting of every parameter"
     if axes:
         off = [f"{p}={default[p]!r}" for p in params if p in axes
-               and _vkey(default[p]) not in {_vkey(v) for v in axes[p]}]
+               and value_key(default[p]) not in {value_key(v) for v in axes[p]}]
         if off:
             return None, (f"the base workload's setting ({', '.join(off)}) is not on the sweep's grid; "
                           "add it to the values to measure the gain over the default")
@@ -183,11 +183,11 @@ def _label(params: dict[str, Any]) -> str:
 def find_peaks(df: pd.DataFrame, axes: dict[str, list[Any]], metric: str, goal: str) -> list[dict[str, Any]]:
     """Local optima on the grid (see module doc), best first."""
     params = list(axes)
-    index = {p: {_vkey(v): i for i, v in enumerate(vals)} for p, vals in axes.items()}
+    index = {p: {value_key(v): i for i, v in enumerate(vals)} for p, vals in axes.items()}
     cells: dict[tuple[int, ...], tuple[str, float | None, pd.Series]] = {}
     for _, row in df.iterrows():
         try:
-            pos = tuple(index[p][_vkey(_unhash(row[p]))] for p in params)
+            pos = tuple(index[p][value_key(unhash(row[p]))] for p in params)
         except KeyError:  # a value no longer on the grid
             continue
         status = _status(row, metric)
@@ -251,7 +251,7 @@ def importance(df: pd.DataFrame, params: list[str], metric: str,
 
     None where it cannot be estimated: with one trial per value (or per bin) the marginal means
     are the trials themselves and every parameter would explain all of the variance."""
-    m = _measured(df, metric)
+    m = measured_trials(df, metric)
     out = {p: 0.0 for p in params}
     if len(m) < 2:
         return out
@@ -268,7 +268,7 @@ def importance(df: pd.DataFrame, params: list[str], metric: str,
                 continue
             groups = pd.qcut(x, q=bins, duplicates="drop") if x.nunique() > 1 else x
         else:
-            groups = m[p].map(lambda v: _vkey(_unhash(v)))
+            groups = m[p].map(lambda v: value_key(unhash(v)))
         stats = y.groupby(groups, observed=True).agg(["mean", "count"])
         if len(stats) > 1 and stats["count"].max() < 2:
             out[p] = None  # one trial per value: nothing to average

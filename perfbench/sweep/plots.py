@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from perfbench.errors import InputError
-from perfbench.sweep.landscape import _measured, _unhash, _vkey, best_point
+from perfbench.sweep.landscape import measured_trials, unhash, value_key, best_point
 
 #: At most this many parameter pairs get heatmaps/contours (every pair of a 6-D sweep is 15).
 MAX_PAIRS = 6
@@ -27,7 +27,7 @@ MAX_PAIRS = 6
 def _axis_values(df: pd.DataFrame, p: str, axes: dict[str, list[Any]] | None) -> list[Any]:
     if axes and p in axes:
         return list(axes[p])
-    vals = [_unhash(v) for v in df[p].dropna().unique()]
+    vals = [unhash(v) for v in df[p].dropna().unique()]
     try:
         return sorted(vals)
     except TypeError:
@@ -46,17 +46,17 @@ def slice_frame(df: pd.DataFrame, x: str, y: str, params: list[str], metric: str
     if fixed is None:
         best = best_point(df, params, metric, goal)
         fixed = {p: v for p, v in (best["params"].items() if best else []) if p not in (x, y)}
-    m = _measured(df, metric)
+    m = measured_trials(df, metric)
     for p, v in fixed.items():
         if p in (x, y):
             continue
-        m = m[m[p].map(lambda u: _vkey(_unhash(u))) == _vkey(v)]
+        m = m[m[p].map(lambda u: value_key(unhash(u))) == value_key(v)]
     xs, ys = _axis_values(df, x, axes), _axis_values(df, y, axes)
     table = pd.DataFrame(math.nan, index=range(len(ys)), columns=range(len(xs)))
-    xi = {_vkey(v): i for i, v in enumerate(xs)}
-    yi = {_vkey(v): i for i, v in enumerate(ys)}
+    xi = {value_key(v): i for i, v in enumerate(xs)}
+    yi = {value_key(v): i for i, v in enumerate(ys)}
     for _, row in m.iterrows():
-        i, j = yi.get(_vkey(_unhash(row[y]))), xi.get(_vkey(_unhash(row[x])))
+        i, j = yi.get(value_key(unhash(row[y]))), xi.get(value_key(unhash(row[x])))
         if i is not None and j is not None:
             table.iat[i, j] = float(row[metric])
     table.index = [str(v) for v in ys]
@@ -94,17 +94,17 @@ def plot_sweep(df: pd.DataFrame, params: list[str], metric: str, goal: str, out_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    if _measured(df, metric).empty:
+    if measured_trials(df, metric).empty:
         raise InputError("no completed trials to plot yet")
     cmap = "viridis" if goal == "maximize" else "viridis_r"
     if len(params) == 1:
         p = params[0]
-        m = _measured(df, metric)
+        m = measured_trials(df, metric)
         xs = _axis_values(df, p, axes)
-        vals = {_vkey(_unhash(r[p])): r[metric] for _, r in m.iterrows()}
+        vals = {value_key(unhash(r[p])): r[metric] for _, r in m.iterrows()}
         fig, ax = plt.subplots(figsize=(6, 4))
         pos = list(range(len(xs)))
-        ax.plot(pos, [vals.get(_vkey(v), math.nan) for v in xs], marker="o")
+        ax.plot(pos, [vals.get(value_key(v), math.nan) for v in xs], marker="o")
         ax.set_xticks(pos, [str(v) for v in xs])
         ax.set_xlabel(p)
         ax.set_ylabel(metric)
@@ -162,7 +162,7 @@ def plot_sweep(df: pd.DataFrame, params: list[str], metric: str, goal: str, out_
 
 def _scatter(df: pd.DataFrame, x: str, y: str, metric: str, axes, out: Path, title: str, plt, cmap) -> list[Path]:
     """All measured trials over two parameters (positions as in the parallel-coordinates plot)."""
-    m = _measured(df, metric)
+    m = measured_trials(df, metric)
     if len(m) < 2:
         return []
     xs, xt, xl = _positions(m, x, axes)
@@ -196,17 +196,17 @@ def _positions(df: pd.DataFrame, p: str, axes: dict[str, list[Any]] | None) -> t
         log = lo > 0 and hi / lo >= 16  # batch sizes and the like read better on a log axis
         f = (lambda v: (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))) if log else \
             (lambda v: (v - lo) / (hi - lo))
-        s = df[p].map(lambda v: f(float(_unhash(v))))
+        s = df[p].map(lambda v: f(float(unhash(v))))
         ticks = vals if len(vals) <= 8 else [vals[0], vals[len(vals) // 2], vals[-1]]
         return s, [f(float(v)) for v in ticks], [str(v) for v in ticks]
-    idx = {_vkey(v): i for i, v in enumerate(vals)}
+    idx = {value_key(v): i for i, v in enumerate(vals)}
     n = max(1, len(vals) - 1)
-    s = df[p].map(lambda v: idx.get(_vkey(_unhash(v)), math.nan) / n)
+    s = df[p].map(lambda v: idx.get(value_key(unhash(v)), math.nan) / n)
     return s, [i / n for i in range(len(vals))], [str(v) for v in vals]
 
 
 def _parallel(df, params, metric, goal, out, axes, title, plt, cmap) -> list[Path]:
-    m = _measured(df, metric)
+    m = measured_trials(df, metric)
     if m.empty:
         return []
     cols = [*params, metric]
@@ -288,15 +288,15 @@ def plotly_parallel(df: pd.DataFrame, params: list[str], metric: str, goal: str,
                     axes: dict[str, list[Any]] | None = None):
     """Interactive parallel coordinates of every completed trial, coloured by the metric."""
     go = _go()
-    m = _measured(df, metric)
+    m = measured_trials(df, metric)
     dims = []
     for p in params:
         vals = _axis_values(df, p, axes)
         if _is_numeric_axis(vals):
-            dims.append({"label": p, "values": [float(_unhash(v)) for v in m[p]]})
+            dims.append({"label": p, "values": [float(unhash(v)) for v in m[p]]})
         else:
-            idx = {_vkey(v): i for i, v in enumerate(vals)}
-            dims.append({"label": p, "values": [idx.get(_vkey(_unhash(v))) for v in m[p]],
+            idx = {value_key(v): i for i, v in enumerate(vals)}
+            dims.append({"label": p, "values": [idx.get(value_key(unhash(v))) for v in m[p]],
                          "tickvals": list(range(len(vals))), "ticktext": [str(v) for v in vals]})
     dims.append({"label": metric, "values": m[metric].astype(float).tolist()})
     fig = go.Figure(go.Parcoords(line={"color": m[metric].astype(float).tolist(), "colorscale": "Viridis",

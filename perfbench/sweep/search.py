@@ -79,7 +79,7 @@ class RandomSampler(Sampler):
         return None
 
 
-def _import_optuna():
+def import_optuna():
     try:
         import optuna
     except ImportError:
@@ -94,7 +94,7 @@ class BayesSampler(Sampler):
     may_repeat = True
 
     def __init__(self, sweep: Sweep, history: list[tuple[dict[str, Any], float | None]]):
-        optuna = self.optuna = _import_optuna()
+        optuna = self.optuna = import_optuna()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.sweep = sweep
         self.dists = {n: self._dist(p) for n, p in sweep.params.items()}

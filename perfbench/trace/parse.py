@@ -264,7 +264,7 @@ class _Extractor:
         self.gpu.add(gcols)
 
 
-def _open_text(path: Path) -> Iterator[bytes]:
+def open_text(path: Path) -> Iterator[bytes]:
     """Yield decompressed blocks of ~32 MB; gzip is detected by its magic bytes, not the name.
 
     gzip is inflated by a helper thread (zlib releases the GIL) so it overlaps the parsing. Blocks
@@ -502,7 +502,7 @@ def _slices(path: Path, meta: dict[str, Any]) -> Iterator[tuple[str, bytes, int]
     buf = b""
     consumed = 0
     start: tuple[int, bool] | None = None
-    for block in _open_text(path):
+    for block in open_text(path):
         buf = buf + block if buf else block
         if start is None:
             try:

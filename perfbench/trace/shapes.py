@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from perfbench.trace.parse import Trace, _open_text
+from perfbench.trace.parse import Trace, open_text
 
 try:
     import orjson as _orjson
@@ -35,7 +35,7 @@ def input_dims(trace: Trace, rows: Iterable[int]) -> dict[int, list[Any]]:
     tid = host["tid"].to_numpy()[rows]
     want = {(str(n), int(p), int(t), float(x)): r for n, p, t, x, r in zip(names, pid, tid, ts, rows)}
     wanted_names = set(map(str, names))
-    raw = b"".join(_open_text(Path(trace.path)))  # the parser's reader: gzip by magic, clear errors
+    raw = b"".join(open_text(Path(trace.path)))  # the parser's reader: gzip by magic, clear errors
     out: dict[int, list[Any]] = {}
     for e in _loads(raw).get("traceEvents", []):
         if e.get("ph") != "X" or e.get("name") not in wanted_names:

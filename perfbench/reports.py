@@ -56,12 +56,12 @@ def parts_fields(point: "Point", tokens_out: float, reports: list["StepReport | 
 
 
 def engine_fields(reports: list["StepReport | None"]) -> dict[str, Any]:
-    """Median of each engine counter over the steps, and the engine's pp/tg rates."""
+    """Median of each engine counter over the steps, and the engine's pp/tg rates computed as
+    perfbench's are (median tokens / median time), so the two compare like for like."""
     keys = sorted({k for r in reports if r is not None for k in r.engine})
     if not keys:
         return {}
     med = {k: _median([r.engine.get(k) for r in reports if r is not None]) for k in keys}
-    pp = [_rate(r.engine.get("n_pp"), r.engine.get("t_pp_s")) for r in reports if r is not None]
-    tg = [_rate(r.engine.get("n_tg"), r.engine.get("t_tg_s")) for r in reports if r is not None]
-    return {"engine_timings": med, "engine_pp_tokens_per_s": _median(pp),
-            "engine_tg_tokens_per_s": _median(tg)}
+    return {"engine_timings": med,
+            "engine_pp_tokens_per_s": _rate(med.get("n_pp"), med.get("t_pp_s")),
+            "engine_tg_tokens_per_s": _rate(med.get("n_tg"), med.get("t_tg_s"))}

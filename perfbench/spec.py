@@ -166,17 +166,13 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
     ref, arch = _check_model(data, problems)
     problems.extend(_check_backend(data, spec, ref))
 
-    # Cross-field rules.
+    # Cross-field rules: the phase's for every model, the shape's where the shape is known.
+    if spec is not None:
+        problems.extend(_phase_rules(spec))
     if spec is not None and arch is not None:
         if not arch.is_decoder and spec.phase != "prefill":
             problems.append(("phase", f"{spec.phase!r} needs a decoder model; {arch.family} is an "
                                       "encoder: use phase: prefill"))
-        if spec.phase in ("decode", "generate") and spec.new_tokens < 1:
-            problems.append(("new_tokens", f"phase {spec.phase} needs new_tokens >= 1 "
-                                           "(tokens to produce per measured iteration)"))
-        if spec.phase == "prefill" and spec.new_tokens:
-            problems.append(("new_tokens", "prefill produces no tokens: set new_tokens: 0 or "
-                                           "use phase: generate"))
         limit = arch.max_position_embeddings
         need = spec.seq_len + spec.new_tokens
         if need > limit:
@@ -198,6 +194,15 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
         raise SpecError(source, problems)
     assert spec is not None
     return spec
+
+
+def _phase_rules(spec: "WorkloadSpec") -> list[tuple[str, str]]:
+    if spec.phase in ("decode", "generate") and spec.new_tokens < 1:
+        return [("new_tokens", f"phase {spec.phase} needs new_tokens >= 1 "
+                               "(tokens to produce per measured iteration)")]
+    if spec.phase == "prefill" and spec.new_tokens:
+        return [("new_tokens", "prefill produces no tokens: set new_tokens: 0 or use phase: generate")]
+    return []
 
 
 def _check_model(data: dict, problems: list[tuple[str, str]]) -> tuple[ModelRef | None, ModelArch | None]:

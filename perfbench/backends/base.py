@@ -30,7 +30,6 @@ class Capabilities:
     devices: tuple[str, ...]
     model_kinds: tuple[str, ...]  # synthetic | hf | gguf
     batching: bool = True  # batches above 1
-    reports: tuple[str, ...] = ()  # what a step reports itself: tokens_out, engine_timings, pp_tg
 
 
 class BackendConfig(BaseModel):

@@ -18,6 +18,7 @@ from typing import Callable
 #: Columns that release 2 of the store adds to `points` (release 1 kept some of these in extra_json).
 _V2_POINT_COLUMNS = (
     ("traceback", "TEXT"), ("capped", "TEXT"), ("tokens_per_step", "INTEGER"), ("tokens_source", "TEXT"),
+    ("prompt_tokens", "INTEGER"), ("reference_median_s", "REAL"),
     ("pp_tokens_per_s", "REAL"), ("tg_tokens_per_s", "REAL"), ("pp_median_s", "REAL"),
     ("tg_median_s", "REAL"), ("engine_pp_tokens_per_s", "REAL"), ("engine_tg_tokens_per_s", "REAL"),
     ("engine_timings_json", "TEXT"), ("overhead_ratio", "REAL"), ("energy_j", "REAL"),

@@ -75,6 +75,7 @@ POINT_FIELDS: tuple[Field, ...] = (
     _f("tokens_per_step", "int", "tokens", doc="tokens one step processed (prefill) or produced (median)"),
     _f("tokens_per_s", "float", "tokens/s", True, "tokens_per_step / latency_median_s"),
     _f("tokens_source", "str", doc="requested | produced (counted from token ids) | engine"),
+    _f("prompt_tokens", "int", "tokens", doc="real prompt tokens of one step, over the batch"),
     _f("pp_tokens_per_s", "float", "tokens/s", True, "prompt processing, perfbench's clock"),
     _f("tg_tokens_per_s", "float", "tokens/s", True, "token generation, perfbench's clock"),
     _f("pp_median_s", "float", "s", False, "median prompt-processing time of a step"),
@@ -83,6 +84,7 @@ POINT_FIELDS: tuple[Field, ...] = (
     _f("engine_tg_tokens_per_s", "float", "tokens/s", True, "token generation, the engine's own counters"),
     _f("engine_timings", "json", doc="the engine's own counters (median per step)"),
     _f("overhead_ratio", "float", None, False, "this backend's step time / a reference's (e.g. pipeline vs generate)"),
+    _f("reference_median_s", "float", "s", doc="the reference's median step time behind overhead_ratio"),
     # memory
     _f("peak_memory_bytes", "int", "bytes", False),
     _f("memory_kind", "str", doc="cuda_max_allocated | peak_rss | nvml_device_used"),

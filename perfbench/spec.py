@@ -164,7 +164,7 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
 
     # The model: a preset, an architecture mapping, or a local checkpoint / GGUF ({path: ...}).
     ref, arch = _check_model(data, problems)
-    problems.extend(_check_backend(data, spec, ref))
+    problems.extend(_check_backend(data, spec, ref, check_device))
 
     # Cross-field rules: the phase's for every model, the shape's where the shape is known.
     if spec is not None:
@@ -225,7 +225,8 @@ def _check_model(data: dict, problems: list[tuple[str, str]]) -> tuple[ModelRef 
     return ref, ref.arch
 
 
-def _check_backend(data: dict, spec: "WorkloadSpec | None", ref: ModelRef | None) -> list[tuple[str, str]]:
+def _check_backend(data: dict, spec: "WorkloadSpec | None", ref: ModelRef | None,
+                   check_device: bool = True) -> list[tuple[str, str]]:
     """The backend's own config, then what it can do against what the spec asks."""
     backend = data.get("backend", {"name": "torch"})
     if not isinstance(backend, dict):
@@ -245,6 +246,12 @@ def _check_backend(data: dict, spec: "WorkloadSpec | None", ref: ModelRef | None
         out.append(("phase", f"backend {name} does not run phase {spec.phase!r}; allowed: {', '.join(caps.phases)}"))
     if spec.device != "auto" and spec.device not in caps.devices:
         out.append(("device", f"backend {name} does not run on {spec.device!r}; allowed: {', '.join(caps.devices)}"))
+    elif spec.device == "auto" and check_device and "cpu" not in caps.devices:
+        from perfbench.devices import resolve_device  # imports torch: only for GPU-only backends
+
+        if resolve_device("auto") not in caps.devices:
+            out.append(("device", f"backend {name} runs on {', '.join(caps.devices)} only, and this host "
+                                  "has none: run it on a GPU machine"))
     if ref.kind not in caps.model_kinds:
         out.append(("model", f"backend {name} takes {' or '.join(caps.model_kinds)} models, not a {ref.kind} "
                              "model"))

@@ -45,7 +45,8 @@ def tiny_spec(**overrides) -> dict:
         "measure": {"warmup": 1, "repeats": 3, "min_seconds": 0.0},
     }
     for k, v in overrides.items():
-        if isinstance(v, dict) and isinstance(spec.get(k), dict):
+        other_backend = k == "backend" and v.get("name", "torch") != "torch"
+        if isinstance(v, dict) and isinstance(spec.get(k), dict) and not other_backend:
             spec[k] = {**spec[k], **v}
         else:
             spec[k] = v

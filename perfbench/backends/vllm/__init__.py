@@ -1,0 +1,1 @@
+"""vLLM's offline engine (`LLM.generate`): continuous batching, paged KV cache, CUDA graphs."""

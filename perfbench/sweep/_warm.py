@@ -20,12 +20,28 @@ try:
 except ImportError:  # pragma: no cover - part of perfbench, but never fail the warm-up
     pass
 
-try:
-    import torch  # noqa: F401
-    import transformers  # noqa: F401
-    from transformers import AutoModel, AutoModelForCausalLM, BertModel, LlamaForCausalLM  # noqa: F401
+import os
 
-    import perfbench.backends.torch.backend  # noqa: F401
-    import perfbench.models.build  # noqa: F401
-except ImportError:  # pragma: no cover - the trial reports the real error
-    pass
+from perfbench.sweep.forkserver import WARM_ENV
+
+#: What each backend's trials import: preloaded only for the backends the sweep uses, so a
+#: llama.cpp trial neither carries torch in its memory nor pays for it.
+_ENGINE_MODULES = {
+    "torch": ("torch", "transformers", "perfbench.models.build", "perfbench.backends.torch.backend"),
+    "hf-pipeline": ("torch", "transformers", "perfbench.models.build", "perfbench.backends.hf_pipeline.backend"),
+    "llama-cpp": ("llama_cpp", "perfbench.backends.llama_cpp.backend"),
+}
+
+
+def _preload(backends: list[str]) -> None:
+    import importlib
+
+    for name in backends:
+        for mod in _ENGINE_MODULES.get(name, ()):
+            try:
+                importlib.import_module(mod)
+            except ImportError:  # the trial reports the real error
+                break
+
+
+_preload(os.environ.get(WARM_ENV, "torch").split(","))

@@ -146,7 +146,7 @@ def run_sweep(sweep: Sweep, store: ResultsStore, *, jobs: int = 1, executor: str
         ex = make_executor(executor, address=address, timeout_s=trial_timeout_s,
                            device=sweep.base.device, workdir=Path(tmp))
         try:
-            ex.warm_up(sweep.base.device)
+            ex.warm_up(sweep.base.device, sweep.backends)
             hardware_id = ex.hardware_id()
             return _run(sweep, store, db, ex, hardware_id, jobs=max(1, jobs),
                         retry_failed=retry_failed, hooks=hooks)

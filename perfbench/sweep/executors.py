@@ -212,12 +212,14 @@ class LocalExecutor:
             return not self._cuda
         return device == "cpu"
 
-    def warm_up(self, device: str = "cpu") -> None:
-        """Start the fork server now, so its imports overlap the sweep's validation and set-up."""
+    def warm_up(self, device: str = "cpu", backends: tuple[str, ...] = ("torch",)) -> None:
+        """Start the fork server now, so its imports overlap the sweep's validation and set-up.
+        It preloads only the engines of `backends`: a llama.cpp trial must not carry torch."""
         if self.server is None and self._fork(device):
             from perfbench.sweep.forkserver import ForkServerClient
 
-            self.server = ForkServerClient(self.workdir)
+            self.server = ForkServerClient(self.workdir, backends)
+            self._backends = backends
 
     def hardware_id(self) -> str:
         from perfbench.hardware.detect import fingerprint
@@ -233,7 +235,7 @@ class LocalExecutor:
     def submit(self, task: TrialTask) -> None:
         fork = self._fork(task.payload["workload"].get("device", "auto"))
         if fork and self.server is None:
-            self.warm_up("cpu")
+            self.warm_up("cpu", (task.payload["workload"].get("backend", {}).get("name", "torch"),))
         child = _Child(task, self.workdir, self.server if fork else None)
         task.started = time.perf_counter()  # after the fork server is ready: its start is not the trial's
         self._children.append(child)
@@ -385,7 +387,7 @@ class RayExecutor:
         self._task = ray.remote(ray_trial_task).options(num_cpus=1, num_gpus=self.gpus, max_retries=0)
         self._refs: dict[Any, TrialTask] = {}
 
-    def warm_up(self, device: str = "cpu") -> None:
+    def warm_up(self, device: str = "cpu", backends: tuple[str, ...] = ("torch",)) -> None:
         pass
 
     def hardware_id(self) -> str:

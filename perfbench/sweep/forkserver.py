@@ -30,6 +30,10 @@ from typing import Any
 from perfbench.errors import PerfbenchError
 
 
+#: The backends whose engines the server preloads (comma-separated), read by `_warm.py`.
+WARM_ENV = "PERFBENCH_WARM_BACKENDS"
+
+
 class ForkServerError(PerfbenchError):
     """The fork server could not start (its log says why)."""
 
@@ -110,12 +114,13 @@ def serve() -> None:
 class ForkServerClient:
     """The sweep's side: start the server early (its imports overlap validation), fork trials."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, backends: tuple[str, ...] = ("torch",)):
         self.log_path = Path(workdir) / "forkserver.log"
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "perfbench.sweep.forkserver"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                     start_new_session=True)
+                                     start_new_session=True,
+                                     env={**os.environ, WARM_ENV: ",".join(backends)})
         log.close()
         self._fd = self.proc.stdout.fileno()
         self._buf = b""

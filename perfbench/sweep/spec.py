@@ -261,6 +261,15 @@ class Sweep:
         return list(self.spec.parameters)
 
     @property
+    def backends(self) -> tuple[str, ...]:
+        """Every backend a trial may use: the base's, and any a parameter sets."""
+        names = {self.base.backend.get("name", "torch")}
+        swept = self.params.get("backend.name")
+        if swept is not None and swept.values:
+            names.update(str(v) for v in swept.values)
+        return tuple(sorted(names))
+
+    @property
     def metric(self) -> str:
         return self.spec.metric.name
 

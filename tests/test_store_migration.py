@@ -141,3 +141,8 @@ def test_existing_commands_work_on_the_upgraded_store(old_store):
     traced = INVENTORY["points_with_trace"][0]
     r = run_cli("trace", "analyze", str(OLD / traced["fixture_relative_path"]), "--format", "json")
     assert r.returncode == 0, r.stderr
+    prefill = next(r["run_id"] for r in INVENTORY["runs"] if r["phase"] == "prefill" and r["points_ok"])
+    r = run_cli("roofline", "place", prefill, "--store", store, "--hardware", "generic-x86-64")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("hw", "show", "generic-x86-64", "--store", store)  # its measured ceilings: the calibration
+    assert r.returncode == 0 and "measured" in r.stdout, r.stderr

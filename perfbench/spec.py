@@ -19,7 +19,7 @@ from perfbench.errors import SpecError
 from perfbench.models.arch import PRESETS, ModelArch
 from perfbench.models.ref import ModelRef, ModelRefError, model_ref
 from perfbench.validation import problems as validation_problems
-from perfbench.validation import read_yaml
+from perfbench.validation import NAME_PATTERN, NAME_RULE, read_yaml
 
 Phase = Literal["prefill", "decode", "generate"]
 DType = Literal["float32", "float16", "bfloat16"]
@@ -51,7 +51,7 @@ class WorkloadSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
+    name: str = Field(pattern=NAME_PATTERN, description=NAME_RULE)
     description: str | None = None
     model: str | dict[str, Any]
     phase: Phase

@@ -15,6 +15,12 @@ from pydantic import BaseModel, ValidationError
 
 from perfbench.errors import SpecError
 
+#: What a workload or sweep name may hold: it becomes a label in tables, file names and plots, so
+#: letters, digits and a few separators; never markup brackets, quotes or control characters.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._+:@,()/-]{0,127}$"
+NAME_RULE = ("1-128 characters: letters, digits, space and . _ + : @ , ( ) / -, starting with a "
+             "letter or digit (no brackets, quotes or control characters)")
+
 
 class YamlLoader(yaml.SafeLoader):
     """SafeLoader that also reads `989.4e12` and `1e9` as floats (YAML 1.2), not strings, and

@@ -55,7 +55,10 @@ def main() -> None:
     except PerfbenchError as exc:
         from perfbench.cli._console import err_console
 
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        from perfbench.textsafe import markup
+
+        # The message quotes what the user wrote (a name, a path, a value): data, never markup.
+        err_console.print(f"[bold red]error:[/] {markup(exc)}", highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         from perfbench.cli._console import err_console

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from perfbench.cli.options import check_format, store_option
+from perfbench.textsafe import markup
 
 from perfbench.cli._console import console, err_console, print_json
 from perfbench.errors import InputError
@@ -52,8 +53,8 @@ def calibrate(
         return
     from rich.table import Table
 
-    t = Table(title=f"measured ceilings on {dev} ({fp.get('gpus')[0]['name'] if dev == 'cuda' and fp.get('gpus') else fp.get('cpu_model')})"
-                    f", hardware_id {fp['hardware_id']}")
+    where = fp.get('gpus')[0]['name'] if dev == 'cuda' and fp.get('gpus') else fp.get('cpu_model')
+    t = Table(title=markup(f"measured ceilings on {dev} ({where}), hardware_id {fp['hardware_id']}"))
     t.add_column("ceiling")
     t.add_column("measured", justify="right")
     t.add_column("datasheet" + (f" ({prof.name})" if prof else ""), justify="right")
@@ -75,7 +76,7 @@ def calibrate(
         t.add_row("host->device", f"{hd['h2d_bytes_per_s'] / 1e9:.1f} GB/s", ds_link, "pinned")
         t.add_row("device->host", f"{hd['d2h_bytes_per_s'] / 1e9:.1f} GB/s", ds_link, "pinned")
     console.print(t)
-    console.print(f"stored as {cid} in {store} (threads: {res['torch_threads']})")
+    console.print(f"stored as {cid} in {markup(store)} (threads: {res['torch_threads']})")
 
 
 def register(app: typer.Typer) -> None:

@@ -81,7 +81,9 @@ def _rate_unit(dtype: str) -> str:
 def _txt(s: Any):
     from rich.text import Text
 
-    return Text("-" if s is None else str(s))
+    from perfbench.textsafe import plain
+
+    return Text("-" if s is None else plain(s))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from perfbench.cli.options import check_format, store_option
 
 from perfbench.cli._console import console, print_json
 from perfbench.schema import SCALAR_FIELDS
+from perfbench.textsafe import csv_cell, markup
 
 app = typer.Typer(help="List and show stored runs.", no_args_is_help=True)
 
@@ -32,7 +33,7 @@ def list_(
         if fmt == "json":
             print_json([])
         else:
-            console.print(f"no results store at {store} yet: `perfbench run SPEC` creates it")
+            console.print(f"no results store at {markup(store)} yet: `perfbench run SPEC` creates it")
         return
     with ResultsStore(store, create=False) as st:
         runs = st.list_runs(limit=limit or None)
@@ -41,16 +42,20 @@ def list_(
         return
     from rich.table import Table
 
-    t = Table(title=f"runs in {store}")
+    t = Table(title=markup(f"runs in {store}"))
     for col in ("run_id", "name", "created_at", "status", "points", "phase", "model", "backend", "dtype",
                 "device", "hardware_id", "commit"):
         t.add_column(col)
     for r in runs:
         pts = f"{r['points_ok']}" + (f" (+{r['points_failed']} failed)" if r["points_failed"] else "")
-        t.add_row(r["run_id"], r["name"], r["created_at"][:19], r["status"], pts, r["phase"] or "",
-                  str(r["model"]), r.get("backend") or "", r["dtype"] or "", r["device"] or "", r["hardware_id"],
-                  (r["commit"] or "")[:10])
+        t.add_row(*(markup(x) for x in (
+            r["run_id"], r["name"], (r["created_at"] or "")[:19], r["status"], pts, r["phase"] or "",
+            r["model"], r.get("backend") or "", r["dtype"] or "", r["device"] or "", r["hardware_id"],
+            (r["commit"] or "")[:10])))
     console.print(t)
+    damaged = [r for r in runs if r.get("damaged")]
+    for r in damaged:
+        console.print(f"[yellow]damaged:[/] run {markup(r['run_id'])}: {markup(r['damaged'])}")
     if len({r["hardware_id"] for r in runs}) > 1:
         console.print("[yellow]note:[/] these runs come from different hardware (hardware_id); "
                       "compare them only knowingly")
@@ -72,8 +77,9 @@ def _csv(run: dict) -> str:
     w = csv.DictWriter(buf, fieldnames=[*run_cols, *SCALAR_FIELDS, "samples_s"], lineterminator="\n")
     w.writeheader()
     for p in run["points"]:
-        w.writerow({**run_cols, **{k: p.get(k) for k in SCALAR_FIELDS},
-                    "samples_s": ";".join(f"{s:.9g}" for s in p["samples_s"])})
+        row = {**run_cols, **{k: p.get(k) for k in SCALAR_FIELDS},
+               "samples_s": ";".join(f"{s:.9g}" for s in p["samples_s"])}
+        w.writerow({k: csv_cell(v) for k, v in row.items()})
     return buf.getvalue()
 
 
@@ -106,15 +112,16 @@ def show(
         sys.stdout.write(_csv(run))
         return
     spec, fp, v = run["spec"], run["fingerprint"], run["versions"]
-    gpus = ", ".join(g.get("name", "?") for g in fp.get("gpus", [])) or "none"
-    console.print(f"[bold]{run['run_id']}[/]  {run['name']}  status: {run['status']}"
-                  + (f" ({run['reason']})" if run["reason"] else ""))
-    console.print(f"  spec: {spec['phase']} {spec['model'] if isinstance(spec['model'], str) else 'custom'} "
-                  f"{spec['dtype']} backend={spec['backend']}  hash {run['spec_hash']}")
-    console.print(f"  hardware: {fp.get('cpu_model')} x{fp.get('cpu_cores_logical')}, GPU: {gpus} "
-                  f"[dim](id {run['hardware_id']})[/]  device: {run['device']}")
-    console.print(f"  engine: {_engine_label(run.get('engine'))}", markup=False, highlight=False)
-    console.print(f"  versions: torch {v.get('torch')}, transformers {v.get('transformers')}, "
-                  f"cuda {v.get('cuda')}, python {v.get('python')}  commit {run['commit']}")
-    console.print(f"  started {run['created_at']}  ended {run['ended_at'] or '-'}")
+    gpus = ", ".join(str(g.get("name", "?")) for g in fp.get("gpus", [])) or "none"
+    model = spec["model"] if isinstance(spec["model"], str) else "custom"
+    console.print(f"[bold]{markup(run['run_id'])}[/]  {markup(run['name'])}  status: {markup(run['status'])}"
+                  + (f" ({markup(run['reason'])})" if run["reason"] else ""))
+    console.print(f"  spec: {markup(spec['phase'])} {markup(model)} {markup(spec['dtype'])} "
+                  f"backend={markup(spec['backend'])}  hash {markup(run['spec_hash'])}")
+    console.print(f"  hardware: {markup(fp.get('cpu_model'))} x{markup(fp.get('cpu_cores_logical'))}, "
+                  f"GPU: {markup(gpus)} [dim](id {markup(run['hardware_id'])})[/]  device: {markup(run['device'])}")
+    console.print(f"  engine: {markup(_engine_label(run.get('engine')))}", highlight=False)
+    console.print(f"  versions: torch {markup(v.get('torch'))}, transformers {markup(v.get('transformers'))}, "
+                  f"cuda {markup(v.get('cuda'))}, python {markup(v.get('python'))}  commit {markup(run['commit'])}")
+    console.print(f"  started {markup(run['created_at'])}  ended {markup(run['ended_at'] or '-')}")
     console.print(points_table(run["points"]))

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from perfbench.cli.options import check_format, store_option
+from perfbench.textsafe import markup
 
 from perfbench.cli._console import console, print_json
 from perfbench.errors import InputError
@@ -76,9 +77,9 @@ def analyze_cmd(
         return
     from rich.table import Table
 
-    t = Table(title=f"{model} {phase} b{batch} s{seq} {dtype} on {prof.name} "
-                    f"(peak {_si(prof.peak_flops(dtype), 'FLOP/s')}, {_si(prof.memory_bandwidth, 'B/s')}, "
-                    f"ridge {rep['hardware']['ridge_point']:.0f} FLOP/B)")
+    t = Table(title=markup(f"{model} {phase} b{batch} s{seq} {dtype} on {prof.name} "
+                           f"(peak {_si(prof.peak_flops(dtype), 'FLOP/s')}, {_si(prof.memory_bandwidth, 'B/s')}, "
+                           f"ridge {rep['hardware']['ridge_point']:.0f} FLOP/B)"))
     for col in ("op", "x", "FLOPs", "bytes", "FLOP/B", "bound", "roofline time", "share"):
         t.add_column(col, justify="left" if col in ("op", "bound") else "right")
     tot = rep["total"]["roofline_time_s"]
@@ -129,11 +130,9 @@ def place_cmd(
         return
     from rich.table import Table
 
-    from rich.markup import escape
-
     match = {"matched": "", "given": ", given", "fallback": ", generic fallback: no profile matches this run's hardware",
              "none": ""}.get(ceil.get("profile_match") or "none", "")
-    t = Table(title=escape(f"{run['name']} ({run['run_id']}) vs {ceil['source']} ceilings "
+    t = Table(title=markup(f"{run['name']} ({run['run_id']}) vs {ceil['source']} ceilings "
                            f"[{ceil['profile'] or 'no profile'}{match}: {_si(ceil['peak'], 'FLOP/s')}, "
                            f"{_si(ceil['bandwidth'], 'B/s')}]"))
     for col in ("batch", "median", "FLOP/B", "achieved", "% roof", "bound", "floor", "CPU overhead", "remainder"):
@@ -154,13 +153,13 @@ def place_cmd(
             for o in [*r["operators"], *(o for o in r["ops"] if o["op_type"] != "matmul" or not r["operators"])]:
                 name = o.get("op") or f"{o['op_type']} (all)"
                 g = o.get("gpu_time_us")
-                ot.add_row(escape(name), f"{o['arithmetic_intensity']:.1f}", _time(g / 1e6) if g else "-",
+                ot.add_row(markup(name), f"{o['arithmetic_intensity']:.1f}", _time(g / 1e6) if g else "-",
                            _time(o["floor_us"] / 1e6), _si(o["achieved_flops_per_s"], "FLOP/s") if g else "-",
                            f"{o['roof_share'] * 100:.0f}%" if o.get("roof_share") else "-")
             console.print(ot)
     notes = {r.get("note") for r in rows if r.get("note")}
     for n in sorted(notes):
-        console.print(f"[dim]note: {escape(n)}[/]")
+        console.print(f"[dim]note: {markup(n)}[/]")
 
 
 @app.command("plot")

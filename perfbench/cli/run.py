@@ -9,9 +9,8 @@ import typer
 
 from perfbench.cli.options import check_format, store_option
 
-from rich.markup import escape
-
 from perfbench.cli._console import console, err_console, print_json
+from perfbench.textsafe import markup
 
 DEFAULT_SPEC = Path("workloads") / "tiny-llama-cpu.yaml"
 
@@ -64,7 +63,7 @@ def points_table(points: list[dict], title: str | None = None):
         marks.update(["capped"] * bool(capped) + ["noisy"] * noisy)
         t.add_row(
             str(p["batch_size"]), str(p["seq_len"]), str(p["new_tokens"]),
-            "[green]ok[/]" if ok else f"[red]failed[/] {escape((p.get('error') or '')[:40])}",
+            "[green]ok[/]" if ok else f"[red]failed[/] {markup((p.get('error') or '')[:40])}",
             _fmt_s(p.get("latency_median_s")), _fmt_s(p.get("latency_p10_s")),
             f"[yellow]{_fmt_s(p.get('latency_p90_s'))}![/]" if noisy else _fmt_s(p.get("latency_p90_s")),
             f"{cv * 100:.1f}%" if cv is not None else "-",
@@ -85,7 +84,7 @@ def _table_notes(points: list[dict], marks: set[str]) -> list[str]:
         notes.append(f"!: p10-p90 spread above {NOISY_SPREAD:.0%} of the median, a noisy measurement "
                      "(other load on the machine?)")
     energy = {p.get("energy_note") for p in points if p.get("status") == "ok" and p.get("energy_note")}
-    notes.extend(escape(n) for n in sorted(energy))
+    notes.extend(markup(n) for n in sorted(energy))
     return notes
 
 
@@ -163,7 +162,7 @@ def run(
         def on_run_start(run_id: str) -> None:
             started.append(run_id)
             if show:  # long runs: the id is known (and queryable) from the start
-                err_console.print(f"run [bold]{run_id}[/] started, store {store}", highlight=False)
+                err_console.print(f"run [bold]{run_id}[/] started, store {markup(store)}", highlight=False)
 
         hooks.on_run_start = on_run_start
         try:
@@ -183,15 +182,15 @@ def run(
                 pass
             if isinstance(exc, Exception) and not isinstance(exc, PerfbenchError):
                 # a crash inside the backend or model code: one clear line, the run keeps the detail
-                raise RunFailed(f"run {run['run_id']} failed: {type(exc).__name__}: {exc}".strip()) from exc
+                raise RunFailed(f"run {started[0]} failed: {type(exc).__name__}: {exc}".strip()) from exc
             raise
         if fmt == "json":
             print_json(st.get_run(res.run_id))
         else:
-            console.print(f"run [bold]{res.run_id}[/]  {ws.name}  status: {res.status}"
-                          + (f" ({res.reason})" if res.reason else "") + f"  store: {store}")
-            console.print(points_table(res.points, title=f"{ws.name}: {ws.phase}, {ws.model_label}, "
-                                                         f"{ws.dtype}, {st.get_run(res.run_id)['device']}"))
+            console.print(f"run [bold]{res.run_id}[/]  {markup(ws.name)}  status: {res.status}"
+                          + (f" ({markup(res.reason)})" if res.reason else "") + f"  store: {markup(store)}")
+            title = f"{ws.name}: {ws.phase}, {ws.model_label}, {ws.dtype}, {st.get_run(res.run_id)['device']}"
+            console.print(points_table(res.points, title=markup(title)))
     if res.status == "failed":  # every point failed: stored with each error, but nothing measured
         raise typer.Exit(1)
 

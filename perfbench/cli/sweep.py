@@ -13,6 +13,7 @@ from typing import Any, Optional
 import typer
 
 from perfbench.cli.options import check_format, store_option
+from perfbench.textsafe import markup
 from typer.core import TyperGroup
 
 from perfbench.cli._console import console, err_console, print_json
@@ -46,7 +47,8 @@ def _fmt_metric(v: float | None, metric: str) -> str:
 
 
 def _fmt_params(p: dict[str, Any] | None) -> str:
-    return ", ".join(f"{k}={v}" for k, v in (p or {}).items()) or "-"
+    """`k=v, ...`, escaped: values come from the sweep file and are printed inside markup."""
+    return markup(", ".join(f"{k}={v}" for k, v in (p or {}).items()) or "-")
 
 
 def _fmt_gain(g: float | None) -> str:
@@ -135,10 +137,10 @@ def run(
         print_json(summary)
         return
     st_ = res.state
-    console.print(f"sweep [bold]{res.sweep_id}[/]  {sweep.name}  "
+    console.print(f"sweep [bold]{markup(res.sweep_id)}[/]  {markup(sweep.name)}  "
                   + (f"resumed ({st_.skipped} trials already done), " if st_.resumed else "")
-                  + f"ran {len(res.ran)} trials" + (f"  ({res.reason})" if res.reason else "")
-                  + f"  store: {store}")
+                  + f"ran {len(res.ran)} trials" + (f"  ({markup(res.reason)})" if res.reason else "")
+                  + f"  store: {markup(store)}")
     _print_summary(summary)
 
 
@@ -162,7 +164,7 @@ def _progress(sweep: Any):
                 + (f"  running {s.running}" if s.running else "") + best)
 
     def on_start(s) -> None:
-        task["id"] = bar.add_task(sweep.name, total=s.total, completed=s.done, stats=stats(s))
+        task["id"] = bar.add_task(markup(sweep.name), total=s.total, completed=s.done, stats=stats(s))
         if s.resumed:
             bar.console.print(f"resuming sweep {s.sweep_id}: {s.done} of {s.total} trials already done")
 
@@ -172,7 +174,7 @@ def _progress(sweep: Any):
     def on_trial_end(t, s) -> None:
         if t["status"] != "completed":
             bar.console.print(f"[red]trial {t['trial_index']} {t['status']}[/] ({_fmt_params(t['params'])}): "
-                              f"{(t['reason'] or '').splitlines()[0][:300] if t['reason'] else ''}",
+                              f"{markup((t['reason'] or '').splitlines()[0][:300]) if t['reason'] else ''}",
                               highlight=False, markup=True)
         if s.best_metric is not None and s.best_metric != task["best"]:
             task["best"] = s.best_metric
@@ -190,7 +192,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     console.print(f"  {s['trials']} trials: {s['completed']} completed, {s['failed']} failed"
                   + (f" ({s['infeasible']} infeasible)" if s["infeasible"] else "")
                   + (f", {s['pending']} pending" if s["pending"] else "")
-                  + f"   metric: {metric} ({s['metric']['goal']})   hardware {s['hardware_id']}")
+                  + f"   metric: {metric} ({s['metric']['goal']})   hardware {markup(s['hardware_id'])}")
     b = s["best"]
     console.print(f"  best:    {_fmt_metric(b['metric'], metric)}  ({_fmt_params(b['params'])})" if b
                   else "  best:    - (no completed trial)")
@@ -199,21 +201,21 @@ def _print_summary(s: dict[str, Any]) -> None:
         console.print(f"  default: {_fmt_metric(d['metric'], metric)}  ({_fmt_params(d['params'])})"
                       f"   gain over default: {_fmt_gain(s['gain_over_default'])}")
     if s["default_note"]:
-        console.print(f"  default: [dim]{s['default_note']}[/]")
+        console.print(f"  default: [dim]{markup(s['default_note'])}[/]")
     if s["peaks"] is not None:
         console.print(f"  peaks:   {len(s['peaks'])}  " + "; ".join(
             f"{_fmt_metric(p['metric'], metric)} ({_fmt_params(p['params'])})" for p in s["peaks"][:5]))
     elif s["peaks_note"]:
-        console.print(f"  peaks:   [dim]{s['peaks_note']}[/]")
+        console.print(f"  peaks:   [dim]{markup(s['peaks_note'])}[/]")
     if s["importance"]:
         console.print("  importance: " + ", ".join(
-            f"{k} {v:.0%}" if v is not None else f"{k} n/a (too few trials)"
+            f"{markup(k)} {v:.0%}" if v is not None else f"{markup(k)} n/a (too few trials)"
             for k, v in sorted(s["importance"].items(), key=lambda kv: -(kv[1] if kv[1] is not None else -1))))
-    t = Table(title=f"sweep {s['sweep_id']} ({s['method']})")
+    t = Table(title=markup(f"sweep {s['sweep_id']} ({s['method']})"))
     params = s["parameters"]
     t.add_column("#", justify="right")
     for p in params:
-        t.add_column(p)
+        t.add_column(markup(p))
     for col, just in (("status", "left"), (metric, "right"), ("peak mem", "right"), ("wall", "right"),
                       ("run", "left")):
         t.add_column(col, justify=just)
@@ -224,8 +226,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         status = {"completed": "[green]ok[/]", "failed": "[red]failed[/]",
                   "infeasible": "[yellow]infeasible[/]"}.get(r["status"], r["status"])
         if r["status"] in ("failed", "infeasible") and r["reason"]:
-            status += " " + r["reason"].splitlines()[0][:50]
-        t.add_row(str(r["trial_index"]), *(str(r["params"].get(p)) for p in params), status,
+            status += " " + markup(r["reason"].splitlines()[0][:50])
+        t.add_row(str(r["trial_index"]), *(markup(r["params"].get(p)) for p in params), status,
                   _fmt_metric(r["metric"], metric),
                   f"{r['peak_memory_bytes'] / 2**20:,.0f} MiB" if r["peak_memory_bytes"] else "-",
                   f"{r['wall_s']:.2f} s" if r["wall_s"] is not None else "-", r["run_id"] or "-")
@@ -250,7 +252,7 @@ def list_(
         if fmt == "json":
             print_json([])
         else:
-            console.print(f"no results store at {store} yet: `perfbench sweep run SPEC` creates it")
+            console.print(f"no results store at {markup(store)} yet: `perfbench sweep run SPEC` creates it")
         return
     with _open_store(store) as st:
         sweeps = SweepDB(st).list_sweeps()
@@ -259,15 +261,16 @@ def list_(
         return
     from rich.table import Table
 
-    t = Table(title=f"sweeps in {store}")
+    t = Table(title=markup(f"sweeps in {store}"))
     for col in ("sweep_id", "name", "method", "status", "trials", "best", "hardware_id", "created_at"):
         t.add_column(col)
     for s in sweeps:
         # done/planned: a sweep cut short by its time budget or a kill shows what is missing
         trials = f"{s['completed'] + s['failed']}/{s['planned'] or s['trials']}" + \
             (f" ({s['failed']} failed)" if s["failed"] else "")
-        t.add_row(s["sweep_id"], s["name"], s["method"], s["status"], trials,
-                  _fmt_metric(s["best_metric"], s["metric"]["name"]), s["hardware_id"], s["created_at"][:19])
+        t.add_row(*(markup(x) for x in (s["sweep_id"], s["name"], s["method"], s["status"], trials)),
+                  _fmt_metric(s["best_metric"], s["metric"]["name"]), markup(s["hardware_id"]),
+                  markup((s["created_at"] or "")[:19]))
     console.print(t)
 
 
@@ -286,8 +289,9 @@ def show(
     if fmt == "json":
         print_json(summary)
         return
-    console.print(f"sweep [bold]{summary['sweep_id']}[/]  {summary['name']}  status: {summary['status']}"
-                  + (f" ({summary['reason']})" if summary["reason"] else ""))
+    console.print(f"sweep [bold]{markup(summary['sweep_id'])}[/]  {markup(summary['name'])}  "
+                  f"status: {markup(summary['status'])}"
+                  + (f" ({markup(summary['reason'])})" if summary["reason"] else ""))
     _print_summary(summary)
 
 
@@ -319,7 +323,7 @@ def compare(
     for side in ("a", "b"):
         s = out[side]
         best = s["best"]
-        console.print(f"{side.upper()}: [bold]{s['sweep_id']}[/] (hardware {s['hardware_id']})  best: "
+        console.print(f"{side.upper()}: [bold]{markup(s['sweep_id'])}[/] (hardware {markup(s['hardware_id'])})  best: "
                       + (f"{_fmt_metric(best['metric'], metric)} ({_fmt_params(best['params'])})" if best else "-"))
     ab = out["a_best_on_b"]
     if ab and ab["measured"]:
@@ -330,7 +334,7 @@ def compare(
         console.print(f"B's best on A: {_fmt_metric(ba['metric'], metric)}   gain from re-tuning on A: "
                       f"{_fmt_gain(out['gain_from_retuning_on_a'])}")
     for n in out["notes"]:
-        console.print(f"[yellow]note:[/] {n}")
+        console.print(f"[yellow]note:[/] {markup(n)}")
 
 
 @app.command("plot")

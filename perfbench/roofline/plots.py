@@ -32,6 +32,7 @@ def roofline_matplotlib(rows: list[dict], ceilings: dict, title: str = ""):
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # names are data: a `$` is a dollar sign
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
@@ -82,6 +83,7 @@ def latency_matplotlib(rows: list[dict], title: str = ""):
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # names are data: a `$` is a dollar sign
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))

@@ -89,6 +89,7 @@ def plot_sweep(df: pd.DataFrame, params: list[str], metric: str, goal: str, out_
     import matplotlib
 
     matplotlib.use("Agg", force=False)
+    matplotlib.rcParams["text.parse_math"] = False  # names are data: a `$` is a dollar sign
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)

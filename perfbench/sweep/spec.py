@@ -27,7 +27,7 @@ from perfbench.errors import SpecError
 from perfbench.schema import metrics
 from perfbench.spec import BATCH_SIZE, MeasureConfig, WorkloadSpec, parse_spec, set_path
 from perfbench.validation import problems as _problems
-from perfbench.validation import read_yaml
+from perfbench.validation import NAME_PATTERN, NAME_RULE, read_yaml
 
 #: Metrics a sweep may optimise (point fields), with the goal used when the spec gives none: every
 #: field of the result schema that says whether higher is better.
@@ -136,7 +136,7 @@ class SweepSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
+    name: str = Field(pattern=NAME_PATTERN, description=NAME_RULE)
     description: str | None = None
     workload: str | dict[str, Any]
     method: Literal["grid", "random", "bayes"] = "grid"

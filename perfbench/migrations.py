@@ -33,14 +33,23 @@ _V1_EXTRA_KEYS = ("traceback", "capped", "tokens_per_step", "context_len", "kv_c
                   "trace_figures", "traced_span_us", "timed_median_us", "profiler_overhead_ratio")
 
 
+def _tables(c: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
 def _columns(c: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
 
 
 def _v2_typed_columns(c: sqlite3.Connection) -> None:
-    """Release 2: one typed column per known point field; the engine under test per run."""
+    """Release 2: one typed column per known point field; the engine under test per run; the
+    identity of the writing process (runs, sweeps)."""
     if "engine_json" not in _columns(c, "runs"):
         c.execute("ALTER TABLE runs ADD COLUMN engine_json TEXT")
+    if "proc_start" not in _columns(c, "runs"):  # tells a writer from a later process with its pid
+        c.execute("ALTER TABLE runs ADD COLUMN proc_start TEXT")
+    if "sweeps" in _tables(c) and "proc_start" not in _columns(c, "sweeps"):
+        c.execute("ALTER TABLE sweeps ADD COLUMN proc_start TEXT")
     have = _columns(c, "points")
     for name, sql_type in _V2_POINT_COLUMNS:
         if name not in have:
@@ -82,9 +91,35 @@ def _backfill_engine(c: sqlite3.Connection) -> None:
         c.execute("UPDATE runs SET engine_json=? WHERE run_id=?", (json.dumps(engine), run_id))
 
 
+#: The CI gate's noise floors (perfbench gate calibrate): one row per benchmark point, metric and
+#: hardware. Shared with the fresh-store schema in perfbench/store.py.
+NOISE_FLOORS_DDL = """CREATE TABLE IF NOT EXISTS noise_floors (
+    hardware_id    TEXT NOT NULL,
+    spec_hash      TEXT NOT NULL,
+    point_key      TEXT NOT NULL,
+    metric         TEXT NOT NULL,
+    mode           TEXT NOT NULL CHECK (mode IN ('separate','interleaved')),
+    floor          REAL NOT NULL,
+    pairs          INTEGER NOT NULL,
+    detail_json    TEXT,
+    created_at     TEXT NOT NULL,
+    PRIMARY KEY (hardware_id, spec_hash, point_key, metric, mode)
+)"""
+
+
+def _v3_gate(c: sqlite3.Connection) -> None:
+    """Release 3: who the run measured (`subject_json`: commit, branch, CI run id, engine version)
+    so the gate can find a branch's history; the per-hardware noise floors of the gate."""
+    if "subject_json" not in _columns(c, "runs"):
+        c.execute("ALTER TABLE runs ADD COLUMN subject_json TEXT")
+    c.execute(NOISE_FLOORS_DDL)
+
+
 #: (version it produces, what it does, the step). The store's version is its last step's.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = (
     (2, "typed columns for every known point field; engine under test per run", _v2_typed_columns),
+    (3, "the subject under test per run (commit, branch, CI run); noise floors of the CI gate",
+     _v3_gate),
 )
 STORE_SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -30,7 +30,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise RunInterrupted(f"signal {signum}")
 
@@ -93,11 +93,12 @@ def measure_point(prepared: PreparedPoint, timer, spec: WorkloadSpec, on_sample=
     young generations are collected once before timing, and it is back on afterwards whatever
     happens. An energy window (if `meter` measures) spans exactly the measured iterations."""
     m = spec.measure
+    step = planted_slowdown(prepared.step)
     t0 = time.perf_counter()
     with _nvtx("warmup"):
         for i in range(m.warmup):
             on_warmup(i, m.warmup)
-            timer.time(prepared.step)
+            timer.time(step)
             if prepared.reset:
                 prepared.reset()
     warmup_s = time.perf_counter() - t0
@@ -113,7 +114,7 @@ def measure_point(prepared: PreparedPoint, timer, spec: WorkloadSpec, on_sample=
         with _nvtx("measure"):
             while len(samples) < m.repeats or measured < m.min_seconds:
                 with _nvtx(f"iter {len(samples)}"):
-                    dt, out = timer.time(prepared.step)
+                    dt, out = timer.time(step)
                 samples.append(dt)
                 reports.append(out if isinstance(out, StepReport) else None)
                 measured += dt
@@ -132,9 +133,31 @@ def measure_point(prepared: PreparedPoint, timer, spec: WorkloadSpec, on_sample=
             "energy": reading}
 
 
+def planted_slowdown(step):
+    """Test-only: PERFBENCH_TEST_SLOWDOWN=F (> 1) makes every timed step F times as long, by
+    spinning (F - 1) x its own time after it. The gate's tests and scripts/bench_gate.py plant a
+    known regression with it; unset (the normal case), the step is returned untouched."""
+    import os
+
+    raw = os.environ.get("PERFBENCH_TEST_SLOWDOWN", "").strip()
+    factor = float(raw) if raw else 1.0
+    if factor <= 1.0:
+        return step
+
+    def slowed():
+        t0 = time.perf_counter()
+        out = step()
+        until = t0 + (time.perf_counter() - t0) * factor
+        while time.perf_counter() < until:
+            pass
+        return out
+
+    return slowed
+
+
 def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None = None,
              sweep_id: str | None = None, progress: Progress | None = None,
-             trace_dir: Path | None = None) -> RunResult:
+             trace_dir: Path | None = None, subject: dict | None = None) -> RunResult:
     """Run every point of `spec`, storing each as it completes. Re-raises KeyboardInterrupt after
     marking the run interrupted; any other failure marks it failed and re-raises."""
     from perfbench.devices import resolve_device
@@ -146,13 +169,13 @@ def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None =
     run_id = store.create_run(
         name=spec.name, spec=spec.stored(), spec_hash=spec.spec_hash(), fingerprint=fingerprint(),
         versions=software_versions(), commit=git_commit(), device=device, spec_path=spec_path,
-        sweep_id=sweep_id,
+        sweep_id=sweep_id, subject=subject,
     )
     result = RunResult(run_id=run_id, status="running")
     progress.on_run_start(run_id)
     backend = meter = None
     try:
-        with _sigterm_as_interrupt(), _nvtx(f"run {spec.name}"):
+        with sigterm_as_interrupt(), _nvtx(f"run {spec.name}"):
             backend = backend_class(spec.backend["name"])(spec.backend_config, run_context(spec, device))
             with _nvtx("load"):
                 info = backend.load()

@@ -164,19 +164,22 @@ def to_columns(point: dict[str, Any]) -> dict[str, Any]:
 
 
 def from_row(row: Any, columns: set[str]) -> dict[str, Any]:
-    """A point dict from a store row; JSON columns are parsed (damaged JSON reads as None)."""
+    """A point dict from a store row. A damaged value (invalid JSON, text in a number column)
+    reads as None and is named in `damaged`, so one bad row never breaks a whole listing."""
     out: dict[str, Any] = {}
+    damaged = []
     for f in POINT_FIELDS:
-        if f.column not in columns:
-            out[f.name] = None
-            continue
-        v = row[f.column]
-        if f.kind == "json" and v is not None:
-            try:
-                v = json.loads(v)
-            except ValueError:
-                v = None
+        v = row[f.column] if f.column in columns else None
+        try:
+            v = json.loads(v) if f.kind == "json" and v is not None else _coerce(f, v)
+        except (SchemaError, ValueError, TypeError):
+            v = None
+            damaged.append(f.name)
         out[f.name] = v
-    if out.get("samples_s") is None:
+    if not isinstance(out.get("samples_s"), list) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in out["samples_s"]):
+        if out.get("samples_s") is not None:
+            damaged.append("samples_s")
         out["samples_s"] = []
+    out["damaged"] = damaged
     return out

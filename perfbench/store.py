@@ -17,14 +17,15 @@ import os
 import secrets
 import socket
 import sqlite3
+import urllib.parse
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from perfbench.errors import InputError, StoreError
-from perfbench.migrations import STORE_SCHEMA_VERSION, upgrade
-from perfbench.schema import POINT_FIELDS, RESULT_SCHEMA_VERSION, from_row, to_columns
+from perfbench.migrations import NOISE_FLOORS_DDL, STORE_SCHEMA_VERSION, upgrade
+from perfbench.schema import FIELDS, POINT_FIELDS, RESULT_SCHEMA_VERSION, from_row, to_columns
 
 DEFAULT_STORE = Path("results") / "perfbench.sqlite"
 RUN_STATUSES = ("running", "completed", "interrupted", "failed")
@@ -49,8 +50,10 @@ CREATE TABLE IF NOT EXISTS runs (
     sweep_id          TEXT,
     host              TEXT,
     pid               INTEGER,
+    proc_start        TEXT,
     created_at        TEXT NOT NULL,
-    ended_at          TEXT
+    ended_at          TEXT,
+    subject_json      TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep_id);
@@ -85,7 +88,21 @@ def _points_table() -> str:
             "    UNIQUE (run_id, batch_size, seq_len, new_tokens)\n);")
 
 
-_SCHEMA = _SCHEMA_TEMPLATE.format(points=_points_table())
+_SCHEMA = _SCHEMA_TEMPLATE.format(points=_points_table()) + NOISE_FLOORS_DDL + ";\n"
+
+
+def db_timeout() -> float:
+    """PERFBENCH_DB_TIMEOUT, checked: how long a write waits for a store another process holds."""
+    raw = os.environ.get("PERFBENCH_DB_TIMEOUT")
+    if raw is None or not raw.strip():
+        return 30.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 86400:  # also refuses nan and inf
+        raise InputError(f"PERFBENCH_DB_TIMEOUT must be a number of seconds from 0 to 86400, got {raw!r}")
+    return value
 
 
 def utcnow() -> str:
@@ -106,6 +123,19 @@ def _model_label(model: Any) -> str:
             return f"{model['preset']}+custom" if len(model) > 1 else str(model["preset"])
         return f"custom-{model.get('family', 'model')}"
     return "custom"
+
+
+def _json_field(raw: Any, column: str, kind: type) -> tuple[Any, str | None]:
+    """Parse a JSON column; (empty value, what is wrong) when the row is damaged."""
+    if raw is None:
+        return kind(), None
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        return kind(), f"{column} is not valid JSON"
+    if not isinstance(value, kind):
+        return kind(), f"{column} holds a {type(value).__name__}, not a {kind.__name__}"
+    return value, None
 
 
 def like_prefix(text: str) -> str:
@@ -134,32 +164,73 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def process_identity(pid: int | None = None) -> str | None:
+    """`boot_id:start_ticks` of a process (Linux): tells the process that wrote a run apart from a
+    later one that reused its pid, and from one of an earlier boot. None where /proc has no say."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid or os.getpid()}/stat").read_text()
+        start = stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{start}"
+
+
+def process_gone(host: str | None, pid: int | None, identity: str | None) -> bool:
+    """Whether the process recorded as (host, pid, identity) has certainly ended. Another host's
+    process cannot be checked from here: it is never declared gone."""
+    if host != socket.gethostname() or not pid:
+        return False
+    if not pid_alive(pid):
+        return True
+    now = process_identity(pid)
+    return identity is not None and now is not None and now != identity
+
+
 class ResultsStore:
     """Open (creating if needed) a perfbench results database."""
 
     def __init__(self, path: str | Path = DEFAULT_STORE, *, timeout_s: float | None = None,
                  create: bool = True):
+        """`create=False` opens read-only: the store must exist and is never changed (no journal
+        switch, no upgrade, no write), so readers work on a store in a read-only folder and on a
+        store of an older release alike."""
         self.path = Path(path)
-        self.timeout_s = float(os.environ.get("PERFBENCH_DB_TIMEOUT", 30.0)) if timeout_s is None else timeout_s
+        self.readonly = not create
+        self.timeout_s = db_timeout() if timeout_s is None else timeout_s
         if not self.path.exists() and not create:
             raise StoreError(f"no results store at {self.path} (run `perfbench run SPEC` first, "
                              "or pass --store PATH)")
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"{self.path} is a directory, not a results store file")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the folder of results store {self.path}: "
-                             f"{exc.strerror or exc} ({exc.filename or self.path.parent})") from None
-        try:
-            self._conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None,
-                                         check_same_thread=False)
+            self._conn = self._connect()
             self._conn.row_factory = sqlite3.Row
             self._conn.execute("PRAGMA foreign_keys=ON")
             with self._translate_errors("open"):
                 self._retry_busy(self._open_schema)
         except sqlite3.Error as exc:  # connect itself failed
             raise StoreError(f"cannot open results store {self.path}: {exc}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        kw = dict(timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
+        if not self.readonly:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder of results store {self.path}: "
+                                 f"{exc.strerror or exc} ({exc.filename or self.path.parent})") from None
+            return sqlite3.connect(self.path, **kw)
+        uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, **kw)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # A WAL store in a folder we may not write to: SQLite cannot create its shared-memory
+            # file there. Nobody can be writing to it then, so read it as an immutable file.
+            conn.close()
+            conn = sqlite3.connect(uri + "&immutable=1", uri=True, **kw)
+        return conn
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -168,10 +239,19 @@ class ResultsStore:
         # somebody else's database. WAL is persistent: switch only if needed. The switch needs an
         # exclusive lock; under contention it may answer the old mode, which is still correct.
         self._check_ours()
+        if self.readonly:
+            if not _TABLES <= self._tables():
+                raise StoreError(f"{self.path} holds no perfbench results (an empty or unfinished store)")
+            self._point_columns = self._columns("points")
+            self._run_columns = self._columns("runs")
+            return
         if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._init_schema()
+
+    def _columns(self, table: str) -> set[str]:
+        return {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
 
     def _tables(self) -> set[str]:
         return {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -256,7 +336,7 @@ class ResultsStore:
         """Create a new store, or upgrade an older one (numbered steps, one transaction)."""
         tables = self._tables()
         if _TABLES <= tables and self._version() == STORE_SCHEMA_VERSION:
-            self._point_columns = {r[1] for r in self._conn.execute("PRAGMA table_info(points)")}
+            self._point_columns, self._run_columns = self._columns("points"), self._columns("runs")
             return
         # Raw transaction (not `transaction()`): a busy error must reach `_retry_busy` untranslated.
         c = self._conn
@@ -274,7 +354,7 @@ class ResultsStore:
             c.execute("ROLLBACK")
             raise
         c.execute("COMMIT")
-        self._point_columns = {r[1] for r in self._conn.execute("PRAGMA table_info(points)")}
+        self._point_columns, self._run_columns = self._columns("points"), self._columns("runs")
 
     def query(self, sql: str, args: tuple | list = (), *, what: str = "read") -> list[sqlite3.Row]:
         """A read-only query for modules that keep their own tables in the store (sweeps)."""
@@ -294,18 +374,22 @@ class ResultsStore:
 
     def create_run(self, *, name: str, spec: dict, spec_hash: str, fingerprint: dict,
                    versions: dict, commit: str | None, device: str, spec_path: str | None = None,
-                   sweep_id: str | None = None, run_id: str | None = None) -> str:
+                   sweep_id: str | None = None, run_id: str | None = None,
+                   subject: dict | None = None) -> str:
         run_id = run_id or new_run_id()
         with self.transaction("create a run") as c:
             c.execute(
                 "INSERT INTO runs(run_id, name, status, spec_json, spec_hash, spec_path, hardware_id,"
-                " fingerprint_json, versions_json, commit_sha, device, sweep_id, host, pid, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " fingerprint_json, versions_json, commit_sha, device, sweep_id, host, pid, proc_start,"
+                " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, name, "running", json.dumps(spec, sort_keys=True), spec_hash, spec_path,
                  fingerprint.get("hardware_id", "unknown"), json.dumps(fingerprint, sort_keys=True),
                  json.dumps(versions, sort_keys=True), commit, device, sweep_id,
-                 socket.gethostname(), os.getpid(), utcnow()),
+                 socket.gethostname(), os.getpid(), process_identity(), utcnow()),
             )
+            if subject:  # who was measured: commit, branch, CI run id (perfbench gate)
+                c.execute("UPDATE runs SET subject_json=? WHERE run_id=?",
+                          (json.dumps(subject, sort_keys=True), run_id))
         return run_id
 
     def set_backend_info(self, run_id: str, info: dict, engine: dict | None = None,
@@ -342,18 +426,25 @@ class ResultsStore:
 
     # -- reads --------------------------------------------------------------------------------
 
+    def _col(self, r: sqlite3.Row, name: str) -> Any:
+        """A runs column that an older store may not have (read-only opens do not upgrade)."""
+        return r[name] if name in self._run_columns else None
+
     def _run_dict(self, r: sqlite3.Row) -> dict[str, Any]:
         status, reason = r["status"], r["reason"]
-        if status == "running" and r["host"] == socket.gethostname() and r["pid"] and not pid_alive(r["pid"]):
+        if status == "running" and process_gone(r["host"], r["pid"], self._col(r, "proc_start")):
             status, reason = "interrupted", "process ended without closing the run (killed?)"
         return {
             "run_id": r["run_id"], "name": r["name"], "status": status, "reason": reason,
             "created_at": r["created_at"], "started_at": r["created_at"], "ended_at": r["ended_at"],
             "spec_hash": r["spec_hash"], "spec_path": r["spec_path"], "hardware_id": r["hardware_id"],
             "device": r["device"], "commit": r["commit_sha"], "sweep_id": r["sweep_id"],
+            "subject": _json_field(self._col(r, "subject_json"), "subject_json", dict)[0] or None,
         }
 
     def list_runs(self, *, limit: int | None = None, sweep_id: str | None = None) -> list[dict[str, Any]]:
+        """Runs, newest first. A run whose stored spec is damaged is listed with `damaged` saying
+        what, so one bad row never hides the rest of the store."""
         q = ("SELECT r.*, (SELECT COUNT(*) FROM points p WHERE p.run_id=r.run_id AND p.status='ok') AS n_ok,"
              " (SELECT COUNT(*) FROM points p WHERE p.run_id=r.run_id AND p.status='failed') AS n_failed"
              " FROM runs r")
@@ -369,10 +460,11 @@ class ResultsStore:
         out = []
         for r in rows:
             d = self._run_dict(r)
-            spec = json.loads(r["spec_json"])
+            spec, damage = _json_field(r["spec_json"], "spec_json", dict)
+            backend = spec.get("backend") if isinstance(spec.get("backend"), dict) else {}
             d.update(points_ok=r["n_ok"], points_failed=r["n_failed"], phase=spec.get("phase"),
-                     model=_model_label(spec.get("model")),
-                     dtype=spec.get("dtype"), backend=spec.get("backend", {}).get("name"))
+                     model=_model_label(spec.get("model")), dtype=spec.get("dtype"),
+                     backend=backend.get("name"), damaged=damage)
             out.append(d)
         return out
 
@@ -392,21 +484,27 @@ class ResultsStore:
             pts = self._conn.execute("SELECT * FROM points WHERE run_id=? ORDER BY point_id",
                                      (run_id,)).fetchall()
         d = self._run_dict(r)
+        fields = {}
+        for key, col, kind in (("spec", "spec_json", dict), ("fingerprint", "fingerprint_json", dict),
+                               ("versions", "versions_json", dict)):
+            fields[key], damage = _json_field(r[col], col, kind)
+            if damage:
+                raise StoreError(f"run {run_id} in {self.path} is damaged: {damage}; other runs are "
+                                 "unaffected (`perfbench results list`)")
         d.update(
-            spec=json.loads(r["spec_json"]), fingerprint=json.loads(r["fingerprint_json"]),
-            versions=json.loads(r["versions_json"]),
-            backend_info=json.loads(r["backend_info_json"]) if r["backend_info_json"] else None,
-            engine=json.loads(r["engine_json"]) if r["engine_json"] else None,
+            **fields,
+            backend_info=_json_field(r["backend_info_json"], "backend_info_json", dict)[0] or None,
+            engine=_json_field(self._col(r, "engine_json"), "engine_json", dict)[0] or None,
             points=[self._point_dict(p) for p in pts],
         )
         return d
 
     def _point_dict(self, p: sqlite3.Row) -> dict[str, Any]:
         d = from_row(p, self._point_columns)
-        try:  # what a store of an older release kept beside the known fields
-            d["extra"] = json.loads(p["extra_json"]) if p["extra_json"] else {}
-        except ValueError:
-            d["extra"] = {}
+        extra, _ = _json_field(p["extra_json"], "extra_json", dict)
+        for key in [k for k in extra if k in FIELDS and d.get(k) is None]:
+            d[key] = extra.pop(key)  # an older store read as it is (read-only opens do not upgrade)
+        d["extra"] = extra
         d["schema_version"] = p["schema_version"]
         d["created_at"] = p["created_at"]
         return d
@@ -439,3 +537,118 @@ class ResultsStore:
                  "device": r["device"], "fingerprint": json.loads(r["fingerprint_json"]),
                  "versions": json.loads(r["versions_json"]), "commit": r["commit_sha"],
                  "results": json.loads(r["results_json"]), "created_at": r["created_at"]} for r in rows]
+
+    # -- the CI gate (perfbench.gate): subjects, history, noise floors, export and import -------
+
+    def set_subject(self, run_id: str, subject: dict) -> None:
+        """Tag a run with the subject it measured (commit, branch, CI run id, role)."""
+        with self.transaction("tag a run with its subject") as c:
+            c.execute("UPDATE runs SET subject_json=? WHERE run_id=?", (json.dumps(subject, sort_keys=True), run_id))
+
+    def find_runs(self, *, spec_hash: str | None = None, hardware_id: str | None = None,
+                  name: str | None = None, status: str | None = "completed") -> list[dict[str, Any]]:
+        """Runs (no points), oldest first, with their subject: the history the gate and
+        `perfbench history` select from."""
+        q, args = "SELECT * FROM runs WHERE 1=1", []
+        for col, val in (("spec_hash", spec_hash), ("hardware_id", hardware_id), ("name", name),
+                         ("status", status)):
+            if val is not None:
+                q += f" AND {col}=?"
+                args.append(val)
+        with self._translate_errors("find runs"):
+            rows = self._conn.execute(q + " ORDER BY created_at, run_id", args).fetchall()
+        return [self._run_dict(r) for r in rows]
+
+    def put_noise_floors(self, rows: list[dict[str, Any]]) -> None:
+        """Store (replace) noise floors measured by `perfbench gate calibrate`, all at once."""
+        cols = ("hardware_id", "spec_hash", "point_key", "metric", "mode", "floor", "pairs", "detail_json",
+                "created_at")
+        with self.transaction("store noise floors") as c:
+            for r in rows:
+                vals = {**r, "detail_json": json.dumps(r.get("detail"), default=str), "created_at": utcnow()}
+                c.execute(f"INSERT OR REPLACE INTO noise_floors({', '.join(cols)}) VALUES "
+                          f"({', '.join('?' * len(cols))})", tuple(vals[k] for k in cols))
+
+    def noise_floors(self, *, hardware_id: str, spec_hash: str | None = None) -> list[dict[str, Any]]:
+        """Noise floors of one hardware (optionally one spec); none in a store of an older release."""
+        if "noise_floors" not in self._tables():
+            return []
+        q, args = "SELECT * FROM noise_floors WHERE hardware_id=?", [hardware_id]
+        if spec_hash:
+            q += " AND spec_hash=?"
+            args.append(spec_hash)
+        with self._translate_errors("read noise floors"):
+            rows = self._conn.execute(q, args).fetchall()
+        return [{**{k: r[k] for k in r.keys() if k != "detail_json"},
+                 "detail": _json_field(r["detail_json"], "detail_json", dict)[0]} for r in rows]
+
+    def export_run(self, run_id: str) -> dict[str, Any]:
+        """A run exactly as stored: every column of its row and of its points' rows (JSON columns
+        parsed), for `perfbench results export`. Nothing is recomputed or dropped."""
+        run_id = self.resolve_run_id(run_id)
+        with self._translate_errors("export a run"):
+            r = self._conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            pts = self._conn.execute("SELECT * FROM points WHERE run_id=? ORDER BY point_id", (run_id,)).fetchall()
+        skip = {"point_id", "run_id"}
+        return {"run": {k: _export_value(k, r[k]) for k in r.keys()},
+                "points": [{k: _export_value(k, p[k]) for k in p.keys() if k not in skip} for p in pts]}
+
+    def import_runs(self, runs: list[dict[str, Any]], *, source: str) -> tuple[list[str], list[str]]:
+        """Add exported runs in one transaction: (added, already present). A run id already here
+        with other content refuses the whole import (InputError, nothing written)."""
+        run_cols, point_cols = self._columns("runs"), self._columns("points") - {"point_id", "run_id"}
+        added, present = [], []
+        with self.transaction("import runs") as c:
+            for i, item in enumerate(runs):
+                run, points = item["run"], item["points"]
+                _check_columns(source, f"runs[{i}].run", run, run_cols)
+                for j, p in enumerate(points):
+                    _check_columns(source, f"runs[{i}].points[{j}]", p, point_cols)
+                rid = run["run_id"]
+                if c.execute("SELECT 1 FROM runs WHERE run_id=?", (rid,)).fetchone():
+                    if self.export_run(rid) != item:
+                        raise InputError(f"{source}: runs[{i}]: run {rid} is already in {self.path} with "
+                                         "different content; import refused, nothing written")
+                    present.append(rid)
+                    continue
+                _insert_row(c, "runs", {k: _import_value(k, v) for k, v in run.items()})
+                for p in points:
+                    _insert_row(c, "points", {"run_id": rid, **{k: _import_value(k, v) for k, v in p.items()}})
+                added.append(rid)
+        return added, present
+
+
+#: JSON columns the store writes with sorted keys; re-serialised the same way on import.
+_SORTED_JSON = {"spec_json", "fingerprint_json", "versions_json", "subject_json"}
+
+
+def _export_value(column: str, value: Any) -> Any:
+    """A column's value for an export file: JSON text parsed (kept as text if it is damaged)."""
+    if not column.endswith("_json") or value is None:
+        return value
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return {"__unparsed_json__": value}
+
+
+def _import_value(column: str, value: Any) -> Any:
+    """The inverse of `_export_value`: the JSON text the store itself would have written."""
+    if not column.endswith("_json") or value is None:
+        return value
+    if isinstance(value, dict) and set(value) == {"__unparsed_json__"}:
+        return value["__unparsed_json__"]
+    return json.dumps(value, sort_keys=column in _SORTED_JSON, default=str)
+
+
+def _check_columns(source: str, where: str, row: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(row) - allowed)
+    if unknown:
+        raise InputError(f"{source}: {where}: unknown field(s) {', '.join(unknown)} (this store has no such "
+                         "column: a file from a newer perfbench?); import refused, nothing written")
+
+
+def _insert_row(c: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+    cols = list(row)
+    c.execute(f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+              [row[k] for k in cols])

@@ -17,9 +17,16 @@ from perfbench.errors import SpecError
 
 #: What a workload or sweep name may hold: it becomes a label in tables, file names and plots, so
 #: letters, digits and a few separators; never markup brackets, quotes or control characters.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._+:@,()/-]{0,127}$"
-NAME_RULE = ("1-128 characters: letters, digits, space and . _ + : @ , ( ) / -, starting with a "
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._+:@,=()/-]{0,127}$"
+NAME_RULE = ("1-128 characters: letters, digits, space and . _ + : @ , = ( ) / -, starting with a "
              "letter or digit (no brackets, quotes or control characters)")
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9 ._+:@,=()/-]")
+
+
+def safe_name(text: str) -> str:
+    """A name perfbench makes up (a sweep trial's `sweep:param=value`) within NAME_PATTERN:
+    characters outside it become `_`."""
+    return _NOT_IN_NAME.sub("_", text)[:128]
 
 
 class YamlLoader(yaml.SafeLoader):

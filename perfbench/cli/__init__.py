@@ -26,7 +26,7 @@ def _register() -> None:
     """Attach every command module that exists; each owns one command or command group."""
     import importlib
 
-    for mod_name in ("run", "hw", "results", "trace", "roofline", "calibrate", "sweep"):
+    for mod_name in ("run", "hw", "results", "trace", "roofline", "calibrate", "sweep", "compare", "gate", "history"):
         try:
             mod = importlib.import_module(f"perfbench.cli.{mod_name}")
         except ModuleNotFoundError as exc:  # group not built yet
@@ -45,6 +45,9 @@ _register()
 def main() -> None:
     """Console entry point: turn perfbench errors into a message and an exit code."""
     try:
+        from perfbench.store import db_timeout
+
+        db_timeout()  # a bad PERFBENCH_DB_TIMEOUT is bad input for every command, not a traceback later
         rv = app(standalone_mode=False)
         if isinstance(rv, int) and rv:  # typer returns Exit codes (130 for Ctrl-C) in this mode
             if rv == EXIT_INTERRUPTED:

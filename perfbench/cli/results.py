@@ -125,3 +125,7 @@ def show(
                   f"cuda {markup(v.get('cuda'))}, python {markup(v.get('python'))}  commit {markup(run['commit'])}")
     console.print(f"  started {markup(run['created_at'])}  ended {markup(run['ended_at'] or '-')}")
     console.print(points_table(run["points"]))
+    for p in run["points"]:
+        if p.get("damaged"):
+            console.print(f"[yellow]damaged:[/] point batch {markup(p['batch_size'])}: unreadable "
+                          f"{markup(', '.join(p['damaged']))} (shown as -)")

@@ -15,7 +15,8 @@ import socket
 from typing import Any
 
 from perfbench.errors import InputError
-from perfbench.store import ResultsStore, pid_alive, like_prefix, pick_by_prefix, utcnow
+from perfbench.store import (ResultsStore, like_prefix, pick_by_prefix, pid_alive, process_gone,
+                             process_identity, utcnow)
 
 SWEEP_SCHEMA_VERSION = 1
 SWEEP_STATUSES = ("running", "completed", "interrupted", "failed")
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS sweeps (
     reason       TEXT,
     host         TEXT,
     pid          INTEGER,
+    proc_start   TEXT,
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );
@@ -113,22 +115,25 @@ class SweepDB:
             if row is None:
                 c.execute(
                     "INSERT INTO sweeps(sweep_id, name, method, metric_name, metric_goal, spec_hash,"
-                    " hardware_id, spec_json, spec_path, executor, status, host, pid, created_at,"
-                    " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " hardware_id, spec_json, spec_path, executor, status, host, pid, proc_start,"
+                    " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (sweep_id, name, method, metric, goal, spec_hash, hardware_id,
                      json.dumps(sweep_json), spec_path, executor, "running",  # key order = axis order
-                     socket.gethostname(), os.getpid(), now, now))
+                     socket.gethostname(), os.getpid(), process_identity(), now, now))
                 return False
-            owner = c.execute("SELECT status, host, pid FROM sweeps WHERE sweep_id=?", (sweep_id,)).fetchone()
+            owner = c.execute("SELECT status, host, pid, proc_start FROM sweeps WHERE sweep_id=?",
+                              (sweep_id,)).fetchone()
             if (owner["status"] == "running" and owner["host"] == socket.gethostname() and owner["pid"]
-                    and owner["pid"] != os.getpid() and pid_alive(owner["pid"])):
+                    and owner["pid"] != os.getpid() and pid_alive(owner["pid"])
+                    and not process_gone(owner["host"], owner["pid"], owner["proc_start"])):
                 # Two processes on one sweep would both measure every trial left.
                 raise InputError(f"sweep {sweep_id} ({name}) is already running in process {owner['pid']} "
                                  f"on this host; wait for it, or stop it (kill {owner['pid']}) and run "
                                  "again to resume")
-            c.execute("UPDATE sweeps SET status='running', reason=NULL, host=?, pid=?, updated_at=?,"
-                      " spec_path=COALESCE(?, spec_path), executor=? WHERE sweep_id=?",
-                      (socket.gethostname(), os.getpid(), now, spec_path, executor, sweep_id))
+            c.execute("UPDATE sweeps SET status='running', reason=NULL, host=?, pid=?, proc_start=?,"
+                      " updated_at=?, spec_path=COALESCE(?, spec_path), executor=? WHERE sweep_id=?",
+                      (socket.gethostname(), os.getpid(), process_identity(), now, spec_path, executor,
+                       sweep_id))
             c.execute("UPDATE sweep_trials SET status='pending', reason='interrupted before it finished'"
                       " WHERE sweep_id=? AND status='running'", (sweep_id,))
             return True
@@ -142,7 +147,8 @@ class SweepDB:
 
     def _sweep_dict(self, r: Any) -> dict[str, Any]:
         status, reason = r["status"], r["reason"]
-        if status == "running" and r["host"] == socket.gethostname() and r["pid"] and not pid_alive(r["pid"]):
+        identity = r["proc_start"] if "proc_start" in r.keys() else None
+        if status == "running" and process_gone(r["host"], r["pid"], identity):
             status, reason = "interrupted", "sweep process ended without closing the sweep (killed?)"
         return {
             "sweep_id": r["sweep_id"], "name": r["name"], "method": r["method"],

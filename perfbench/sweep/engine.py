@@ -142,7 +142,10 @@ def run_sweep(sweep: Sweep, store: ResultsStore, *, jobs: int = 1, executor: str
     interrupted (completed trials stay recorded)."""
     hooks = hooks or SweepHooks()
     db = SweepDB(store)
-    with tempfile.TemporaryDirectory(prefix="perfbench-sweep-") as tmp:
+    from perfbench.runner import sigterm_as_interrupt
+
+    # SIGTERM (timeout, Slurm, docker stop) ends a sweep as Ctrl-C does: closed as interrupted.
+    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="perfbench-sweep-") as tmp:
         ex = make_executor(executor, address=address, timeout_s=trial_timeout_s,
                            device=sweep.base.device, workdir=Path(tmp))
         try:

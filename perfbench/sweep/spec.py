@@ -27,7 +27,7 @@ from perfbench.errors import SpecError
 from perfbench.schema import metrics
 from perfbench.spec import BATCH_SIZE, MeasureConfig, WorkloadSpec, parse_spec, set_path
 from perfbench.validation import problems as _problems
-from perfbench.validation import NAME_PATTERN, NAME_RULE, read_yaml
+from perfbench.validation import NAME_PATTERN, NAME_RULE, read_yaml, safe_name
 
 #: Metrics a sweep may optimise (point fields), with the goal used when the spec gives none: every
 #: field of the result schema that says whether higher is better.
@@ -318,7 +318,7 @@ class Sweep:
         w = json.loads(json.dumps(self.base_dict))
         for path, value in params.items():
             set_path(w, path, value)
-        w["name"] = f"{self.name}:{self.trial_label(params)}"[:200]
+        w["name"] = safe_name(f"{self.name}:{self.trial_label(params)}")
         w["description"] = f"sweep {self.name} trial ({self.trial_label(params)})"
         return w
 

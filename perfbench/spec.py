@@ -17,11 +17,15 @@ from perfbench.backends import BACKENDS, config_class
 from perfbench.backends.base import BackendConfig, Point, SpecFacts
 from perfbench.errors import SpecError
 from perfbench.models.arch import PRESETS, ModelArch
-from perfbench.models.ref import ModelRef, ModelRefError, model_ref
+from perfbench.models.ref import ModelRef, ModelRefError, model_ref, weights_problem
 from perfbench.validation import problems as validation_problems
-from perfbench.validation import NAME_PATTERN, NAME_RULE, read_yaml
+from perfbench.validation import NAME_PATTERN, NAME_RULE, load_yaml_text, read_yaml
 
 Phase = Literal["prefill", "decode", "generate"]
+#: Bounds on sizes a spec may ask for: far above any real workload, far below what breaks storage
+#: or arithmetic (a batch of 10^20 would pass to the store and fail there).
+MAX_BATCH = 1 << 20
+MAX_TOKENS = 1 << 24
 DType = Literal["float32", "float16", "bfloat16"]
 
 
@@ -30,10 +34,10 @@ class MeasureConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    warmup: int = Field(default=3, ge=0)
-    repeats: int = Field(default=20, ge=1)
-    min_seconds: float = Field(default=1.0, ge=0, strict=False)
-    max_seconds: float = Field(default=600.0, gt=0, strict=False, description="safety cap per point")
+    warmup: int = Field(default=3, ge=0, le=100_000)
+    repeats: int = Field(default=20, ge=1, le=1_000_000)
+    min_seconds: float = Field(default=1.0, ge=0, le=86_400, strict=False)
+    max_seconds: float = Field(default=600.0, gt=0, le=604_800, strict=False, description="safety cap per point")
     trace: bool = False
     energy: Literal["auto", "off", "nvml", "rapl", "pi5-pmic"] = "auto"
     idle_seconds: float = Field(default=0.5, ge=0, le=60, strict=False,
@@ -55,29 +59,31 @@ class WorkloadSpec(BaseModel):
     description: str | None = None
     model: str | dict[str, Any]
     phase: Phase
-    batch_sizes: list[StrictInt] = Field(min_length=1)
-    seq_len: StrictInt = Field(gt=0)
-    new_tokens: StrictInt = Field(default=0, ge=0)
+    batch_sizes: list[StrictInt] = Field(min_length=1, max_length=1024)
+    seq_len: StrictInt = Field(gt=0, le=MAX_TOKENS)
+    new_tokens: StrictInt = Field(default=0, ge=0, le=MAX_TOKENS)
     dtype: DType = "float32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backend: dict[str, Any] = Field(default_factory=lambda: {"name": "torch"})
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
     seed: StrictInt = Field(default=0, ge=0, lt=2**63, description="seeds torch's generators (64-bit)")
     weights: str | None = Field(default=None, description="local path to real weights (optional)")
+    allow_pickle_weights: bool = Field(default=False, description=(
+        "load pickle weight files (.bin, .pt): they can run code when loaded, so only for files you trust"))
 
     @field_validator("batch_sizes")
     @classmethod
     def _positive_unique(cls, v: list[int]) -> list[int]:
-        bad = [b for b in v if b <= 0]
+        bad = [b for b in v if not 0 < b <= MAX_BATCH]
         if bad:
-            raise ValueError(f"batch sizes must be positive integers, got {bad}")
+            raise ValueError(f"batch sizes must be positive integers up to {MAX_BATCH:,}, got {bad[:5]}")
         if len(set(v)) != len(v):
             raise ValueError(f"batch sizes must be unique, got {v}")
         return v
 
     @property
     def model_ref(self) -> ModelRef:
-        return model_ref(self.model, self.weights)
+        return model_ref(self.model, self.weights, self.allow_pickle_weights)
 
     @property
     def arch(self) -> ModelArch | None:
@@ -178,12 +184,19 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
         if need > limit:
             problems.append(("seq_len", f"seq_len + new_tokens = {need} exceeds the model's "
                                         f"max_position_embeddings ({limit})"))
+    if spec is not None and ref is not None and ref.kind == "hf":
+        why = weights_problem(ref.path, spec.allow_pickle_weights)
+        if why:
+            problems.append(("model.path", why))
     if spec is not None and spec.weights:
         if ref is not None and ref.kind != "synthetic":
             problems.append(("weights", "weights: goes with a preset or architecture mapping; "
                                         "model: {path: ...} already names the checkpoint"))
         else:
             problems.extend(_check_weights(Path(spec.weights).expanduser(), arch))
+            if Path(spec.weights).expanduser().is_dir():
+                why = weights_problem(Path(spec.weights).expanduser(), spec.allow_pickle_weights)
+                problems.extend([("weights", why)] if why else [])
     if spec is not None and check_device and spec.device == "cuda" and not problems:
         from perfbench.devices import cuda_available
 
@@ -302,10 +315,6 @@ def load_spec(path: str | Path, *, check_device: bool = True,
     YAML: `backend.compile=reduce-overhead`, `batch_sizes=[1,8]`, `measure.trace=true`)."""
     import copy
 
-    import yaml
-
-    from perfbench.validation import YamlLoader
-
     path = Path(path)
     data = read_yaml(path)
     source = str(path)
@@ -318,8 +327,10 @@ def load_spec(path: str | Path, *, check_device: bool = True,
             if not eq or not key.strip():
                 raise SpecError(source, [("--set", f"expected KEY=VALUE (e.g. backend.compile=default), got {item!r}")])
             try:
-                value = yaml.load(raw, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
-            except yaml.YAMLError:
+                value = load_yaml_text(raw, f"--set {key.strip()}")
+            except SpecError as exc:
+                if "not valid YAML" not in str(exc):
+                    raise  # too big, too deep: refused, never taken as a plain string
                 value = raw
             set_path(data, key.strip(), value)
         source += " (with --set " + ", ".join(overrides) + ")"

@@ -4,6 +4,7 @@ path, and what is allowed."""
 
 from __future__ import annotations
 
+import os
 import re
 import types
 import typing
@@ -68,9 +69,35 @@ YamlLoader.yaml_implicit_resolvers = {
 YamlLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
+#: Bounds on what one YAML document may hold, so a hostile file is refused in milliseconds: its
+#: size, its nesting depth, and its node count with every alias expanded (an "anchor bomb" of
+#: aliases of aliases expands exponentially). Each can be raised by an environment variable.
+YAML_LIMITS = {"bytes": ("PERFBENCH_YAML_MAX_BYTES", 4 << 20),
+               "depth": ("PERFBENCH_YAML_MAX_DEPTH", 32),
+               "nodes": ("PERFBENCH_YAML_MAX_NODES", 200_000)}
+
+
+def yaml_limit(kind: str) -> int:
+    env, default = YAML_LIMITS[kind]
+    raw = os.environ.get(env)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SpecError(env, [("", f"must be a positive whole number, got {raw!r}")])
+    return value
+
+
 def read_yaml(path: Path) -> Any:
     """Read a YAML file, turning I/O and syntax errors into SpecError naming the file."""
     try:
+        size = Path(path).stat().st_size
+        if size > yaml_limit("bytes"):
+            raise SpecError(str(path), [("", f"{size:,} bytes is over the {yaml_limit('bytes'):,}-byte limit "
+                                             f"for a YAML file (raise {YAML_LIMITS['bytes'][0]})")])
         text = Path(path).read_text()
     except FileNotFoundError:
         raise SpecError(str(path), [("", "file not found")]) from None
@@ -78,15 +105,69 @@ def read_yaml(path: Path) -> Any:
         raise SpecError(str(path), [("", f"not UTF-8 text (byte {exc.start}): a YAML file is expected")]) from None
     except OSError as exc:
         raise SpecError(str(path), [("", f"cannot read file: {exc.strerror or exc}")]) from None
+    return load_yaml_text(text, str(path))
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """Parse one YAML document within the limits above; SpecError naming `source` otherwise."""
+    if len(text) > yaml_limit("bytes"):
+        raise SpecError(source, [("", f"over the {yaml_limit('bytes'):,}-byte limit for YAML")])
+    loader = YamlLoader(text)
     try:
-        return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded(node, source)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(str(path), [("", f"not valid YAML{where}: {problem}")]) from None
+        raise SpecError(source, [("", f"not valid YAML{where}: {problem}")]) from None
+    except RecursionError:
+        raise SpecError(source, [("", f"nested too deeply (limit {yaml_limit('depth')} levels)")]) from None
+    finally:
+        loader.dispose()
+
+
+def _check_expanded(root: yaml.Node, source: str) -> None:
+    """Depth and node count with aliases expanded, computed once per distinct node (so a bomb costs
+    linear time to detect); a node that contains itself is refused too."""
+    max_depth, max_nodes = yaml_limit("depth"), yaml_limit("nodes")
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        kids = _children(node)
+        if done:
+            open_.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(k)] for k in kids)
+            depth[id(node)] = 1 + max((depth[id(k)] for k in kids), default=0)
+            if size[id(node)] > max_nodes or depth[id(node)] > max_depth:
+                what = (f"more than {max_nodes:,} values once aliases are expanded"
+                        if size[id(node)] > max_nodes else f"nested more than {max_depth} levels deep")
+                env = YAML_LIMITS["nodes" if size[id(node)] > max_nodes else "depth"][0]
+                raise SpecError(source, [("", f"{what} (raise {env} if this is intended)")])
+            continue
+        if id(node) in size:
+            continue
+        if id(node) in open_:
+            raise SpecError(source, [("", "an alias refers to a node that contains it (a recursive structure)")])
+        open_.add(id(node))
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids if id(k) not in size)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:

@@ -70,3 +70,23 @@ def test_plain_never_lets_a_control_character_through(text):
 def test_csv_cells_never_start_a_formula():
     assert csv_cell("=1+1") == "'=1+1" and csv_cell("-3.5") == "-3.5" and csv_cell(7) == 7
     assert csv_cell("@SUM(A1)") == "'@SUM(A1)" and csv_cell("ok") == "ok"
+
+
+def test_pickle_weights_are_refused_unless_the_spec_opts_in(tmp_path):
+    """Class 8: pickle files can run code when loaded; perfbench loads safetensors, and pickles
+    only when the spec says allow_pickle_weights: true."""
+    from perfbench.errors import SpecError
+    from perfbench.models.build import load_kwargs
+    from perfbench.spec import parse_spec
+    from tests.conftest import config_only_checkpoint
+
+    ckpt = config_only_checkpoint(tmp_path / "ckpt")
+    (ckpt / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    for spec in (tiny_spec(weights=str(ckpt)), tiny_spec(model={"path": str(ckpt)}, weights=None)):
+        with pytest.raises(SpecError, match="pickle weights .* can run code"):
+            parse_spec(spec)
+        assert parse_spec({**spec, "allow_pickle_weights": True}).model_ref.allow_pickle
+    (ckpt / "model.safetensors").write_bytes(b"")
+    assert parse_spec(tiny_spec(weights=str(ckpt))).weights  # safetensors present: loaded from those
+    assert load_kwargs(False) == {"local_files_only": True, "use_safetensors": True}
+    assert load_kwargs(True)["use_safetensors"] is False

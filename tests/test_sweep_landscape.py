@@ -290,7 +290,10 @@ def test_a_sweep_running_elsewhere_is_not_run_twice(store_path):
             db = SweepDB(st)
             sid = sweep.sweep_id("hw")
             assert db.begin_sweep(sweep_id=sid, **kw) is False
-            st._conn.execute("UPDATE sweeps SET pid=? WHERE sweep_id=?", (other.pid, sid))
+            from perfbench.store import process_identity
+
+            st._conn.execute("UPDATE sweeps SET pid=?, proc_start=? WHERE sweep_id=?",
+                             (other.pid, process_identity(other.pid), sid))
             with pytest.raises(InputError, match=f"already running in process {other.pid}"):
                 db.begin_sweep(sweep_id=sid, **kw)
             listed = db.list_sweeps()[0]

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from perfbench.cli.options import check_format, store_option
+from perfbench.cli.options import check_format, check_out_dir, store_option
 from perfbench.textsafe import markup
 
 from perfbench.cli._console import console, print_json
@@ -27,6 +27,28 @@ def _time(s: float) -> str:
     return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.3f} ms"
 
 
+#: Spec fields as this command's options, so a refused value names the option the user typed.
+_OPTION_OF = {"model": "--model", "model.preset": "--model", "phase": "--phase", "batch_sizes": "--batch",
+              "seq_len": "--seq", "dtype": "--dtype", "new_tokens": "--seq"}
+
+
+def _checked_arch(model: str, phase: str, batch: int, seq: int, dtype: str):
+    """The same rules as a workload spec (one validator for `run` and `roofline analyze`)."""
+    from perfbench.errors import SpecError
+    from perfbench.spec import parse_spec
+
+    data = {"name": "roofline-analyze", "model": model, "phase": phase, "batch_sizes": [batch],
+            "seq_len": seq, "new_tokens": 1 if phase == "decode" else 0, "dtype": dtype, "device": "cpu"}
+    try:
+        spec = parse_spec(data, "roofline analyze", check_device=False)
+    except SpecError as exc:
+        raise SpecError("roofline analyze", [(_OPTION_OF.get(f.split("[")[0], f), m)
+                                             for f, m in exc.problems]) from None
+    if spec.model_ref.kind != "synthetic":
+        raise InputError(f"--model: {model!r} is not a preset; give a preset name")
+    return spec.arch
+
+
 @app.command("analyze")
 def analyze_cmd(
     model: str = typer.Option(..., "--model", help="Model preset (see README)."),
@@ -42,31 +64,21 @@ def analyze_cmd(
 ) -> None:
     """Analytical per-operator FLOPs, bytes, intensity, bound and roofline time. Needs no GPU."""
     from perfbench.hardware.profile import load_profile
-    from perfbench.models.arch import PRESETS
     from perfbench.roofline.analytical import DTYPE_BYTES, analyze
 
     check_format(fmt, ("table", "json"))
-    if model not in PRESETS:
-        raise InputError(f"--model: unknown preset {model!r}; allowed: {', '.join(PRESETS)}")
     if phase not in ("prefill", "decode"):
         raise InputError(f"--phase must be prefill or decode, got {phase!r}")
     if batch <= 0 or seq <= 0:
         raise InputError(f"--batch and --seq must be positive integers, got batch={batch}, seq={seq}")
-    if dtype not in ("float32", "float16", "bfloat16"):
-        raise InputError(f"--dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    arch = _checked_arch(model, phase, batch, seq, dtype)
     if weight_dtype is not None and weight_dtype not in DTYPE_BYTES:
         raise InputError(f"--weight-dtype must be one of {', '.join(DTYPE_BYTES)}, got {weight_dtype!r}")
     if causal not in ("full", "half"):
         raise InputError(f"--causal must be full or half, got {causal!r}")
-    arch = PRESETS[model]
-    if arch.family == "bert" and phase == "decode":
-        raise InputError(f"--phase decode needs a decoder model; {model} is an encoder")
-    if arch.family == "bert" and causal == "half":
+    if not arch.is_decoder and causal == "half":
         raise InputError(f"--causal half applies to causal (decoder) attention; {model} attends "
                          "bidirectionally: leave --causal at full")
-    if arch.family == "bert" and seq > arch.max_position_embeddings:
-        raise InputError(f"--seq {seq} exceeds {model}'s max_position_embeddings "
-                         f"({arch.max_position_embeddings})")
     prof = load_profile(hardware)
     rep = analyze(arch, phase=phase, batch=batch, seq=seq, peak_flops=prof.peak_flops(dtype),
                   bandwidth=prof.memory_bandwidth, dtype=dtype, weight_dtype=weight_dtype, causal=causal)
@@ -173,6 +185,7 @@ def plot_cmd(
     """Write the roofline and the latency-vs-batch plot of a run (PNG and SVG)."""
     from perfbench.roofline.plots import latency_matplotlib, roofline_matplotlib, save
 
+    check_out_dir(out)
     run, ceil, rows = _placed(run_id, store, hardware, ceilings)
     lines = {k: ceil[k] for k in ("datasheet", "measured") if ceil[k]}
     spec = run["spec"]

@@ -38,8 +38,16 @@ def hf_config(arch: ModelArch, attn_implementation: str = "sdpa") -> Any:
     return cfg
 
 
+def load_kwargs(allow_pickle: bool) -> dict[str, Any]:
+    """from_pretrained's arguments for a local checkpoint: never a hub, and safetensors only unless
+    the spec opted in to pickle files (which can run code when loaded). Explicit, not the default
+    of whichever transformers version is installed."""
+    return {"local_files_only": True, "use_safetensors": not allow_pickle}
+
+
 def build_model(arch: ModelArch, *, dtype: str, device: str, seed: int,
-                attn_implementation: str = "sdpa", weights: str | None = None) -> Any:
+                attn_implementation: str = "sdpa", weights: str | None = None,
+                allow_pickle: bool = False) -> Any:
     """A model in eval mode on `device`. Random weights are seeded, so two runs build the same model.
 
     Weights are created directly on the device: initialising an 8B model on the host first would
@@ -51,7 +59,7 @@ def build_model(arch: ModelArch, *, dtype: str, device: str, seed: int,
     torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
     cls = AutoModelForCausalLM if arch.is_decoder else AutoModel
     if weights:
-        kw = dict(attn_implementation=attn_implementation, local_files_only=True)
+        kw = dict(attn_implementation=attn_implementation, **load_kwargs(allow_pickle))
         try:
             model = cls.from_pretrained(weights, dtype=torch_dtype, **kw)
         except TypeError:  # transformers < 4.56 calls it torch_dtype

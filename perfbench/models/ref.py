@@ -48,22 +48,30 @@ class ModelRef:
     arch: ModelArch | None  # None where the shape is not known (a GGUF, an unfamiliar checkpoint)
     path: Path | None = None  # the checkpoint folder or GGUF file
     weights: Path | None = None  # a synthetic architecture's real weights (the spec's `weights:`)
+    allow_pickle: bool = False  # the spec's allow_pickle_weights: load .bin/.pt files (can run code)
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The folder whose weights are loaded: the checkpoint, or a synthetic model's weights."""
+        return self.path if self.kind == "hf" else self.weights
 
 
-def model_ref(model: Any, weights: str | None = None) -> ModelRef:
+def model_ref(model: Any, weights: str | None = None, allow_pickle: bool = False) -> ModelRef:
     """Resolve a spec's `model:` (and `weights:`). Raises ModelRefError, KeyError (unknown preset)
     or pydantic's ValidationError (bad architecture fields)."""
     if isinstance(model, dict) and "path" in model:
         if len(model) > 1:
             extra = sorted(set(model) - {"path"})
             raise ModelRefError("model", f"{{path: ...}} takes no other fields (got {', '.join(extra)})")
-        return _local(model["path"])
+        ref = _local(model["path"])
+        return ModelRef(ref.kind, ref.label, ref.arch, path=ref.path, allow_pickle=allow_pickle)
     if isinstance(model, str) and model not in PRESETS and ("/" in model or model.endswith(".gguf")):
         if Path(model).expanduser().exists():
             raise ModelRefError("model", f"{model!r} is a local path: write it as model: {{path: {model}}}")
         raise ModelRefError("model", f"{model!r} looks like a model hub id. {OFFLINE_RULE}")
     label, arch = resolve_model(model)
-    return ModelRef("synthetic", label, arch, weights=Path(weights).expanduser() if weights else None)
+    return ModelRef("synthetic", label, arch, weights=Path(weights).expanduser() if weights else None,
+                    allow_pickle=allow_pickle)
 
 
 def _local(raw: Any) -> ModelRef:
@@ -79,6 +87,23 @@ def _local(raw: Any) -> ModelRef:
         raise ModelRefError("model.path", f"{raw!r} does not exist.{hint}")
     raise ModelRefError("model.path", f"{raw!r} is neither a .gguf file nor a checkpoint folder with "
                                       "config.json")
+
+
+#: Weight files that are Python pickles: loading one can run arbitrary code.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def weights_problem(folder: Path, allow_pickle: bool) -> str | None:
+    """Why a checkpoint's weights may not be loaded, or None. perfbench loads safetensors; pickle
+    files are refused unless the spec opts in, rather than trusting a library's default."""
+    files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+    if any(p.suffix == ".safetensors" for p in files):
+        return None
+    pickles = sorted(p.name for p in files if p.suffix in PICKLE_SUFFIXES)
+    if not pickles or allow_pickle:
+        return None  # no weight files at all: loading says so, naming what it looked for
+    return (f"{folder} holds only pickle weights ({', '.join(pickles[:3])}), which can run code when "
+            "loaded: convert them to safetensors, or set allow_pickle_weights: true if you trust them")
 
 
 def arch_from_config(path: Path) -> ModelArch | None:

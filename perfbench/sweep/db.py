@@ -179,9 +179,12 @@ class SweepDB:
         return out
 
     def resolve_sweep_id(self, sweep_id: str) -> str:
-        """A unique prefix of a sweep id is enough, as for runs."""
+        """A sweep's exact name (when one sweep has it), or a unique prefix of its id, as for runs."""
         if not self.exists():
             raise InputError(f"no sweeps in {self.store.path} (run `perfbench sweep run SPEC` first)")
+        named = self._query("SELECT sweep_id FROM sweeps WHERE name=? ORDER BY sweep_id", (sweep_id,))
+        if len(named) == 1:  # an exact name wins over longer names that share its prefix
+            return named[0][0]
         rows = self._query("SELECT sweep_id FROM sweeps WHERE sweep_id LIKE ? ESCAPE '\\' ORDER BY sweep_id",
                            (like_prefix(sweep_id),))
         return pick_by_prefix(sweep_id, [r[0] for r in rows], "sweep", str(self.store.path),

@@ -24,8 +24,13 @@ from perfbench.sweep.landscape import measured_trials, unhash, value_key, best_p
 MAX_PAIRS = 6
 
 
+#: A declared axis longer than this is drawn over its measured values only: a heatmap of a
+#: 2,000 x 2,000 grid with ten measured trials is four million empty cells, not a picture.
+MAX_DECLARED_AXIS = 200
+
+
 def _axis_values(df: pd.DataFrame, p: str, axes: dict[str, list[Any]] | None) -> list[Any]:
-    if axes and p in axes:
+    if axes and p in axes and len(axes[p]) <= MAX_DECLARED_AXIS:
         return list(axes[p])
     vals = [unhash(v) for v in df[p].dropna().unique()]
     try:

@@ -34,8 +34,25 @@ from perfbench.validation import NAME_PATTERN, NAME_RULE, read_yaml, safe_name
 METRICS: dict[str, str] = metrics()
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("int_uniform", "uniform", "log_uniform", "int_log_uniform")
-#: Cap on the points checked up front; beyond it the rest are checked when their trial starts.
+#: Cap on the combinations checked up front; every value of every axis is checked at least once
+#: whatever the cap, and the rest are checked when their trial starts.
 MAX_PRECHECK = 20000
+#: Bounds on a sweep's size: values per parameter, and points of a grid (raised by the variable).
+MAX_AXIS_VALUES = 10_000
+MAX_GRID_ENV = "PERFBENCH_MAX_GRID"
+
+
+def max_grid() -> int:
+    import os
+
+    raw = os.environ.get(MAX_GRID_ENV, "1000000")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SpecError(MAX_GRID_ENV, [("", f"must be a positive whole number, got {raw!r}")])
+    return value
 #: Workload fields a parameter may not set: they name things, they do not change a measurement.
 _NOT_SWEEPABLE = ("name", "description")
 
@@ -442,12 +459,18 @@ def parse_sweep(data: Any, source: str = "<sweep>", *, sweep_path: Path | None =
     if spec.method == "grid" and ranged:
         problems.append(("method", f"grid needs `values` lists; {', '.join(ranged)} "
                                    "give ranges (use method: random or bayes, or list values)"))
-    if spec.method == "bayes":
-        for n, p in sweep.params.items():
-            bad = [v for v in (p.values or []) if not (v is None or isinstance(v, (bool, int, float, str)))]
-            if bad:
-                problems.append((f"parameters.{n}.values", f"bayes (optuna) needs scalar values "
-                                                           f"(numbers, strings, booleans, null), got {bad[0]!r}"))
+    for n, p in sweep.params.items():
+        bad = [v for v in (p.values or []) if not (v is None or isinstance(v, (bool, int, float, str)))]
+        if bad:  # a list or mapping value would make the grid's size and labels unbounded
+            problems.append((f"parameters.{n}.values", "values must be scalar values (numbers, strings, "
+                                                       f"true/false, null), got {str(bad[0])[:80]}"))
+        if p.values is not None and len(p.values) > MAX_AXIS_VALUES:
+            problems.append((f"parameters.{n}.values", f"{len(p.values):,} values; at most "
+                                                       f"{MAX_AXIS_VALUES:,} per parameter"))
+    if not problems and spec.method == "grid" and sweep.planned_trials() > max_grid():
+        problems.append(("parameters", f"the grid has {sweep.planned_trials():,} points, over the limit of "
+                                       f"{max_grid():,} (fewer values, method: random with budget.trials, "
+                                       f"or raise {MAX_GRID_ENV})"))
     if spec.method in ("random", "bayes") and ranged and spec.budget.trials is None:
         problems.append(("budget.trials", f"{spec.method} over ranges ({', '.join(ranged)}) needs "
                                           "budget.trials (how many trials to run)"))
@@ -469,6 +492,20 @@ def parse_sweep(data: Any, source: str = "<sweep>", *, sweep_path: Path | None =
     return sweep
 
 
+def _precheck_combos(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The first MAX_PRECHECK combinations of the grid, plus one per value of every axis (the other
+    axes at their first value), so a bad value on the slowest axis of a large grid is still seen."""
+    names = list(axes)
+    out = {canonical(c): c for c in (dict(zip(names, t)) for t in
+                                     itertools.islice(itertools.product(*axes.values()), MAX_PRECHECK))}
+    first = {n: vals[0] for n, vals in axes.items()}
+    for n, vals in axes.items():
+        for v in vals:
+            c = {**first, n: v}
+            out.setdefault(canonical(c), c)
+    return list(out.values())
+
+
 def _check_points(sweep: Sweep) -> list[tuple[str, str]]:
     """Validate the workloads the sweep will run, before any trial.
 
@@ -479,7 +516,7 @@ def _check_points(sweep: Sweep) -> list[tuple[str, str]]:
     Combinations that fail although each value works elsewhere are reported as combinations."""
     axes = sweep.axes()
     names = list(axes)
-    combos = [dict(zip(names, c)) for c in itertools.islice(itertools.product(*axes.values()), MAX_PRECHECK)]
+    combos = _precheck_combos(axes)
     ranged = {n: p for n, p in sweep.params.items() if not p.discrete}
     fixed = {n: p.probe_values()[len(p.probe_values()) // 2] for n, p in ranged.items()}
 

@@ -137,17 +137,18 @@ def _warm_up(timed: Any, settle: float = 0.25, most: int = 10) -> None:
 def _load_model(ctx: Any, cfg: Config) -> tuple[Any, Any]:
     """The model and its tokenizer. Synthetic: seeded random weights and a tokenizer trained from
     shipped text (offline). hf: the local checkpoint folder, never the hub."""
-    from perfbench.models.build import TORCH_DTYPES, build_model
+    from perfbench.models.build import TORCH_DTYPES, build_model, load_kwargs
 
     ref = ctx.model
     if ref.kind == "synthetic":
         weights = str(ref.weights) if ref.weights else None
-        model = build_model(ref.arch, dtype=ctx.dtype, device=ctx.device, seed=ctx.seed, weights=weights)
+        model = build_model(ref.arch, dtype=ctx.dtype, device=ctx.device, seed=ctx.seed, weights=weights,
+                            allow_pickle=ref.allow_pickle)
         return model, _tokenizer(ref.weights, model, ctx.cache_dir)
     from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, TORCH_DTYPES[ctx.dtype])
-    kw: dict[str, Any] = {"local_files_only": True}
+    kw: dict[str, Any] = load_kwargs(ref.allow_pickle)
     if cfg.device_map:
         kw["device_map"] = cfg.device_map
     try:

@@ -32,7 +32,7 @@ class TorchBackend(BackendBase):
         t0 = time.perf_counter()
         self.model = build_model(self.arch, dtype=ctx.dtype, device=self.device, seed=ctx.seed,
                                  attn_implementation=cfg.attn_implementation,
-                                 weights=str(weights) if weights else None)
+                                 weights=str(weights) if weights else None, allow_pickle=ref.allow_pickle)
         self._eager_forward = self.model.forward
         # CUDA graphs need fixed shapes at fixed addresses, so their decode uses a StaticCache.
         self._static_cache = (cfg.compile in CUDA_GRAPH_MODES and self.arch.is_decoder

@@ -39,8 +39,10 @@ class VLLMBackend(BackendBase):
         t0 = time.perf_counter()
         model_dir, tok_dir = model_folders(self.ctx)
         t1 = time.perf_counter()
+        # safetensors only, unless the spec opted in to pickle weights (they can run code when loaded)
+        load_format = "auto" if self.ctx.model.allow_pickle else "safetensors"
         self.llm = LLM(model=str(model_dir), tokenizer=str(tok_dir), dtype=self.ctx.dtype, seed=self.ctx.seed,
-                       **self.config.engine_args())
+                       load_format=load_format, **self.config.engine_args())
         self._vocab = prompt_vocab(self.ctx, _tokenizer_len(self.llm))
         arch = self.ctx.model.arch
         return {

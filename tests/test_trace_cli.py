@@ -17,11 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 H100 = REPO / "tests" / "fixtures" / "traces" / "h100"
 PUBLIC = REPO / "tests" / "fixtures" / "traces" / "public"
 
-# The issue's per-run figures, and "the two parts" of TKLQT it asks to report too. Nothing else:
-# the JSON is "a single object with exactly those key names".
+# The issue's per-run figures, and "the two parts" of TKLQT it asks to report too, and `dropped`
+# (per-reason counts of values dropped or clamped, the hostile-input issue). Nothing else: the
+# JSON is "a single object with exactly those key names".
 CONTRACT_KEYS = {
     "tklqt_us", "kernels", "launches", "akd_us", "gpu_busy_us", "gpu_span_us", "gpu_util", "idle_host_wait_us",
-    "steps", "orphans", "negative_clamped", "graph_launches", "bound", "launch_call_us", "queue_us",
+    "steps", "orphans", "negative_clamped", "graph_launches", "bound", "launch_call_us", "queue_us", "dropped",
 }
 
 

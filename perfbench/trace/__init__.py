@@ -53,6 +53,17 @@ steps and per-step averaging
     profiler stops) are not counted; activities outside every window are excluded (said in
     `note`). Without markers the whole trace is one iteration (steps = 1). `orphans` and
     `negative_clamped` are totals for the trace (data-quality counters, not averaged).
+dropped, and traces that are refused
+    What is read must be possible. `dropped` counts per reason what was dropped or clamped:
+    bad_ts / bad_dur (an event whose ts is not a number or beyond +-2^53 us, or whose dur is not a
+    number or longer than a day: dropped), negative_dur (clamped to 0), bad_correlation (not an
+    integer >= 0: treated as missing, so its activity is an orphan), ambiguous_correlation (GPU
+    activities whose id several calls carry: left unjoined), negative_gap (= negative_clamped).
+    `note` says so. A trace is refused (InputError, exit 2) when drops take more than half of its
+    host events, calls or GPU activities, when its events span more than a day, or when more than
+    5% of its GPU activities carry an ambiguous id or share the id of a call that is no graph
+    launch. gpu_util lies in [0, 1] by construction (durations >= 0; busy is a union within the span).
+    Reading is bounded too: see perfbench.trace.parse (size limit, gzip bombs, deep nesting).
 CPU-only traces
     has_gpu false; tklqt/parts/akd/busy/span/util/host-wait/bound null; kernels = launches = 0;
     `note` says "no GPU activity".

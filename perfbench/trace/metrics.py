@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfbench.trace.parse import Trace, load_trace
+from perfbench.errors import InputError
+from perfbench.trace.parse import DROP_REASONS, Trace, load_trace
 
 #: Keys of the per-run figures, in output order. Other tools parse these; do not rename.
 FIGURE_KEYS = (
@@ -31,6 +32,7 @@ FIGURE_KEYS = (
     "steps",
     "orphans",
     "negative_clamped",
+    "dropped",
     "graph_launches",
     "bound",
 )
@@ -42,13 +44,21 @@ EXTRA_KEYS = ("has_gpu", "note")
 UTIL_BOUND = 0.5
 #: ... or when waiting on the host is at least this share of the GPU span.
 HOST_WAIT_BOUND = 0.5
+#: A trace is refused when more than this share of its GPU activities carry a correlation id that
+#: several launch calls share: which call launched them is then a guess, and TKLQT with it.
+MAX_AMBIGUOUS_SHARE = 0.05
+#: Keys of `RunFigures.dropped`: the reader's (parse.DROP_REASONS), then the join's and TKLQT's.
+DROPPED_KEYS = DROP_REASONS + ("ambiguous_correlation", "negative_gap")
 
 
 @dataclass
 class RunFigures:
     """Per-run figures: per-iteration averages over ProfilerStep windows (the whole trace counts as
-    one iteration when it has none). `orphans` and `negative_clamped` are totals for the trace:
-    they are data-quality counters, not workload figures. GPU figures are None without GPU data."""
+    one iteration when it has none). `orphans`, `negative_clamped` and `dropped` are totals for the
+    trace: data-quality counters, not workload figures. `dropped` counts, per reason (DROPPED_KEYS),
+    the values dropped or clamped: bad_ts / bad_dur (events dropped), negative_dur (clamped to 0),
+    bad_correlation (treated as missing), ambiguous_correlation (GPU activities left unjoined),
+    negative_gap (= negative_clamped). GPU figures are None without GPU data."""
 
     tklqt_us: float | None
     launch_call_us: float | None
@@ -67,6 +77,7 @@ class RunFigures:
     bound: str | None
     has_gpu: bool
     note: str = ""
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROPPED_KEYS, 0))
 
     def as_dict(self) -> dict[str, Any]:
         """Exactly FIGURE_KEYS (the JSON contract), JSON-ready (plain floats/ints, None for missing)."""
@@ -78,13 +89,15 @@ class RunFigures:
 
 
 def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
     if isinstance(v, (bool, np.bool_)):
         return bool(v)
     if isinstance(v, np.integer):
         return int(v)
     if isinstance(v, (float, np.floating)):
         v = float(v)
-        return None if math.isnan(v) else v
+        return v if math.isfinite(v) else None
     return v
 
 
@@ -111,23 +124,48 @@ class Analysis:
 
 
 def join_launches(trace: Trace) -> np.ndarray:
-    """Index into `trace.calls` of the API call that enqueued each GPU activity (-1: orphan).
+    """Index into `trace.calls` of the API call that enqueued each GPU activity (-1: orphan, or a
+    correlation id that several calls share, see `launch_join`)."""
+    return launch_join(trace)[0]
+
+
+def launch_join(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
+    """(call index per GPU activity, -1 if none; mask of activities left unjoined because several
+    calls carry their correlation id).
 
     Joined on `args.correlation`, whatever the call's name: cudaLaunchKernel(ExC), cuLaunchKernel(Ex),
     cudaGraphLaunch, cudaMemcpyAsync, cudaMemsetAsync, hipLaunchKernel, hipExtModuleLaunchKernel, ...
-    CUPTI gives every API call its own id, so the name list never needs updating."""
+    CUPTI gives every API call its own id, so the name list never needs updating; a duplicated id
+    among the calls is a broken or merged trace, and such an activity is not guessed at."""
     gcorr = trace.gpu["correlation"].to_numpy()
     ccorr = trace.calls["correlation"].to_numpy()
     out = np.full(len(gcorr), -1, dtype=np.int64)
+    ambiguous = np.zeros(len(gcorr), dtype=bool)
     if len(ccorr) == 0 or len(gcorr) == 0:
-        return out
+        return out, ambiguous
     order = np.argsort(ccorr, kind="stable")
     sorted_c = ccorr[order]
     pos = np.searchsorted(sorted_c, gcorr, side="left")
     pos_c = np.minimum(pos, len(sorted_c) - 1)
     hit = (sorted_c[pos_c] == gcorr) & (gcorr >= 0)
+    nxt = np.minimum(pos_c + 1, len(sorted_c) - 1)
+    ambiguous = hit & (nxt > pos_c) & (sorted_c[nxt] == gcorr)
+    hit &= ~ambiguous
     out[hit] = order[pos_c[hit]]
-    return out
+    return out, ambiguous
+
+
+def _check_ambiguity(trace: Trace, ambiguous: np.ndarray) -> int:
+    """Refuse (InputError) when too many activities cannot be joined for duplicated ids."""
+    n_amb = int(ambiguous.sum())
+    if n_amb and n_amb > MAX_AMBIGUOUS_SHARE * len(ambiguous):
+        ids = np.unique(trace.gpu["correlation"].to_numpy()[ambiguous])
+        raise InputError(
+            f"{trace.path}: {n_amb} of {len(ambiguous)} GPU activities carry a correlation id that several launch "
+            f"calls share ({len(ids)} such ids, e.g. {int(ids[0])}): which call launched them cannot be told, so "
+            "TKLQT and the launch counts would be wrong; refused"
+        )
+    return n_amb
 
 
 def _step_of(starts: np.ndarray, ends: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -140,19 +178,22 @@ def _step_of(starts: np.ndarray, ends: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where(ok, idx, -1)
 
 
-def analyze(source: Trace | str | Path) -> Analysis:
-    """Per-run figures of one trace (see the package docstring for the definitions)."""
-    trace = source if isinstance(source, Trace) else load_trace(source)
+def analyze(source: Trace | str | Path, *, max_bytes: int | None = None) -> Analysis:
+    """Per-run figures of one trace (see the package docstring for the definitions). `max_bytes`:
+    see `load_trace`. Raises InputError when the trace cannot support the figures."""
+    trace = source if isinstance(source, Trace) else load_trace(source, max_bytes=max_bytes)
     gpu, calls = trace.gpu, trace.calls
     n = len(gpu)
     g_ts = gpu["ts_us"].to_numpy()
-    g_end = g_ts + gpu["dur_us"].to_numpy()
+    g_dur = np.maximum(gpu["dur_us"].to_numpy(), 0.0)  # load_trace clamps already; a Trace built by hand may not
+    g_end = g_ts + g_dur
     is_kernel = (gpu["kind"].cat.codes.to_numpy() == 0)
 
-    call = join_launches(trace)
+    call, ambiguous = launch_join(trace)
+    n_ambiguous = _check_ambiguity(trace, ambiguous)
     launched = call >= 0
     c_ts_all = calls["ts_us"].to_numpy()
-    c_dur_all = calls["dur_us"].to_numpy()
+    c_dur_all = np.maximum(calls["dur_us"].to_numpy(), 0.0)
     c_ts = np.full(n, np.nan)
     c_dur = np.full(n, np.nan)
     c_ts[launched] = c_ts_all[call[launched]]
@@ -196,6 +237,7 @@ def analyze(source: Trace | str | Path) -> Analysis:
         is_first = np.ones(len(order), dtype=bool)
         is_first[1:] = c_sorted[1:] != c_sorted[:-1]
         first[order[is_first]] = True
+    _check_shared_launches(trace, call, launched & ~first)
 
     gap = g_ts - c_ts  # NaN for orphans
     neg = first & (gap < 0)
@@ -220,7 +262,7 @@ def analyze(source: Trace | str | Path) -> Analysis:
     )
 
     per_step = _per_step(acts, is_kernel, n_steps, step_ids)
-    orphans = int((~launched).sum())
+    orphans = int((~launched & ~ambiguous).sum())
     neg_count = int(neg.sum())  # a data-quality total for the trace, like orphans
     has_gpu = n > 0
     sel = in_step
@@ -232,13 +274,13 @@ def analyze(source: Trace | str | Path) -> Analysis:
     if has_gpu and sel.any():
         tk = float(np.nansum(total[sel]))
         kernels = float((is_kernel & sel).sum())
-        kdur = gpu["dur_us"].to_numpy()[is_kernel & sel]
+        kdur = g_dur[is_kernel & sel]
         launches = float((first & sel).sum())
         graph = _graph_calls(trace, call[first & sel])
         busy = float(per_step["gpu_busy_us"].sum())
         span = float(per_step["gpu_span_us"].sum())
         hw = float(per_step["idle_host_wait_us"].sum())
-        util = busy / span if span > 0 else None
+        util = min(1.0, max(0.0, busy / span)) if span > 0 else None  # busy <= span by construction
         figs = RunFigures(
             tklqt_us=per_it(tk),
             launch_call_us=per_it(float(np.nansum(lc_part[sel]))),
@@ -277,6 +319,7 @@ def analyze(source: Trace | str | Path) -> Analysis:
             has_gpu=has_gpu,
         )
     span_us = _traced_span(trace, acts, s_start, s_end)
+    figs.dropped = {**trace.dropped, "ambiguous_correlation": n_ambiguous, "negative_gap": figs.negative_clamped}
     figs.note = _note(trace, figs, outside, dropped_steps)
     return Analysis(trace=trace, figures=figs, acts=acts, per_step=per_step, traced_span_us=span_us, outside_steps=outside)
 
@@ -293,15 +336,32 @@ def classify_bound(gpu_util: float | None, host_wait_share: float | None) -> str
     return "gpu"
 
 
-def _graph_calls(trace: Trace, calls_idx: np.ndarray) -> int:
-    if len(calls_idx) == 0:
-        return 0
+def _is_graph_launch(trace: Trace, calls_idx: np.ndarray) -> np.ndarray:
+    """Whether each of these calls replays a CUDA/HIP graph (its name contains GraphLaunch)."""
     names = trace.calls["name"]
-    graph_codes = [i for i, c in enumerate(names.cat.categories) if "GraphLaunch" in str(c)]
-    if not graph_codes:
-        return 0
-    codes = names.cat.codes.to_numpy()[calls_idx]
-    return int(np.isin(codes, graph_codes).sum())
+    if len(calls_idx) == 0:
+        return np.zeros(0, dtype=bool)
+    graph_codes = np.flatnonzero(names.cat.categories.astype(str).str.contains("GraphLaunch", regex=False))
+    return np.isin(names.cat.codes.to_numpy()[calls_idx], graph_codes)
+
+
+def _graph_calls(trace: Trace, calls_idx: np.ndarray) -> int:
+    return int(_is_graph_launch(trace, calls_idx).sum())
+
+
+def _check_shared_launches(trace: Trace, call: np.ndarray, later: np.ndarray) -> None:
+    """Refuse when many GPU activities share one launch call that is no graph replay: a
+    cudaLaunchKernel enqueues one kernel, so their correlation ids are broken and TKLQT, which
+    counts each call once, would swallow real launches."""
+    if not later.any():
+        return
+    shared = int((~_is_graph_launch(trace, call[later])).sum())
+    if shared > MAX_AMBIGUOUS_SHARE * len(call):
+        raise InputError(
+            f"{trace.path}: {shared} of {len(call)} GPU activities share the correlation id of a launch call that is "
+            "not a graph replay (such a call launches one kernel): the correlation ids are broken, so TKLQT and the "
+            "launch counts would be wrong; refused"
+        )
 
 
 def _per_step(acts: pd.DataFrame, is_kernel: np.ndarray, n_steps: int, step_ids: np.ndarray) -> pd.DataFrame:
@@ -348,7 +408,7 @@ def _per_step(acts: pd.DataFrame, is_kernel: np.ndarray, n_steps: int, step_ids:
         np.add.at(tk, step[sel], np.nan_to_num(tkl))
         np.add.at(kern, step[sel], is_kernel[sel].astype(float))
     with np.errstate(invalid="ignore", divide="ignore"):
-        util = np.where(span > 0, busy / np.where(span > 0, span, 1), np.nan)
+        util = np.where(span > 0, np.clip(busy / np.where(span > 0, span, 1), 0.0, 1.0), np.nan)
     return pd.DataFrame(
         {
             "step": step_ids,
@@ -394,6 +454,9 @@ def _note(trace: Trace, f: RunFigures, outside: int, dropped_steps: int = 0) -> 
         parts.append(f"{f.orphans} GPU activities have no launching call in the trace (orphans; not in TKLQT)")
     if f.negative_clamped:
         parts.append(f"{f.negative_clamped} launches started on the GPU before their call (clock skew), clamped to 0")
+    read = _dropped_sentence(f.dropped)
+    if read:
+        parts.append(read)
     if outside:
         parts.append(f"{outside} GPU activities fall outside every ProfilerStep window and are excluded")
     if len(trace.steps) == 0:
@@ -406,6 +469,21 @@ def _note(trace: Trace, f: RunFigures, outside: int, dropped_steps: int = 0) -> 
     if devices > 1:
         parts.append(f"{devices} GPUs in one trace: busy time is their union")
     return "; ".join(parts)
+
+
+_DROPPED_TEXT = {
+    "bad_ts": "events with an unusable timestamp dropped",
+    "bad_dur": "events with an unusable duration dropped",
+    "negative_dur": "negative durations clamped to 0",
+    "bad_correlation": "unusable correlation ids treated as missing",
+    "ambiguous_correlation": "GPU activities with a correlation id several calls share left unjoined",
+}
+
+
+def _dropped_sentence(dropped: dict[str, int]) -> str:
+    """The reader's and the join's drops, for `note` (negative_gap has its own sentence)."""
+    said = [f"{dropped[k]} {text}" for k, text in _DROPPED_TEXT.items() if dropped.get(k)]
+    return "data dropped or clamped: " + ", ".join(said) if said else ""
 
 
 def profiler_overhead(analysis: Analysis, timed_median_us: float) -> dict[str, float | None]:

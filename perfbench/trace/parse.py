@@ -1,89 +1,87 @@
-"""Read a PyTorch-profiler (Kineto) Chrome trace into a few numeric pandas tables, fast.
+"""Read a PyTorch-profiler (Kineto) Chrome trace into a few numeric pandas tables, fast and safely.
 
 Why not `json.load` and one DataFrame of dicts (what HTA does): a 900k-event trace is ~300 MB of
-JSON, and its full Python object tree needs several GB and tens of seconds. Instead the decompressed
-text is cut into ~8 MB slices at event boundaries and each slice is parsed (orjson when available)
-and reduced at once to the few fields the metrics need (category, name, pid/tid, ts, dur,
-correlation); the slice's objects are then freed. Peak memory is one slice plus the columns.
+JSON, and its full Python object tree needs several GB and tens of seconds. Instead the text (read
+within bounds by `textio`: size limit, gzip bombs) is cut into ~2 MB slices at event boundaries
+and each slice is decoded at once into the few fields the metrics need (ph, cat, name, pid, tid,
+ts, dur, args.correlation) by `events`, then freed: with msgspec installed, into typed records that
+skip every other field in C (about 4x faster than building dicts); a slice holding anything odd is
+read by the lenient reader, which applies the same rules. Peak memory is one slice plus the columns.
 
 A cut is placed just before a `{` that follows `}` `,` (whitespace allowed): the start of the next
 element of `traceEvents` when the file is well formed. A wrong cut (inside a nested object or a
-string) always leaves the slice unbalanced, so it fails to parse and is joined with the next one;
-a real syntax error surfaces as `InputError` naming the file. Very large traces can be parsed by
-forked worker processes (opt-in, see `load_trace`). Nothing here imports torch.
+string) leaves the slice unbalanced, so it fails to parse and is joined with the next one; a real
+syntax error surfaces as `InputError` naming the file. Text padded with blanks or holding one
+endless string costs linear time: 64 MB without an event boundary, or fewer than one event per
+64 KB of text, is refused; so is JSON nested deeper than the decoder's recursion limit (an
+InputError, never a crash).
+
+Values are range-checked (`Trace.dropped` counts each reason): an event whose ts is not a number or
+lies beyond +-2^53 us, or whose dur is not a number or longer than a day, is dropped; a negative
+dur is clamped to 0; a correlation id that is not a 64-bit integer >= 0 is treated as missing. A
+trace is refused when such drops take more than half of the host events, launch calls or GPU
+activities, or when the remaining events span more than a day.
 
 Timestamps: Chrome traces are in microseconds; the tables keep `ts_us`/`dur_us` as float64 relative
 to the earliest recognised event (`Trace.t0_us` holds the absolute origin). Epoch-based timestamps
 (~1.7e15 us) only carry ~0.25 us of precision once parsed into a double; that limit is the JSON
-number's, not this reader's.
+number's, not this reader's. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import os
-import queue
 import re
 import sys
 import threading
-import zlib
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pandas as pd
 
 from perfbench.errors import InputError
+from perfbench.trace.events import (
+    COLUMNS,
+    DRIVER,
+    KERNEL,
+    KIND_NAMES,
+    MODULE,
+    RUNTIME,
+    Codes,
+    Malformed,
+    NotEvents,
+    decode_events,
+    decode_tail,
+    safe_loads,
+    tail_events,
+)
+from perfbench.trace.textio import Limits, human, limits_for, open_text
 
-try:  # orjson is several times faster; json is the always-available fallback
-    import orjson as _orjson
-
-    _loads = _orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
-    _loads = json.loads
-
-# Event kinds, as small ints in the columns (names in KIND_NAMES).
-CPU_OP, ANNOTATION, MODULE, RUNTIME, DRIVER, KERNEL, MEMCPY, MEMSET = range(8)
-KIND_NAMES = {
-    CPU_OP: "cpu_op",
-    ANNOTATION: "user_annotation",
-    MODULE: "python_function",
-    RUNTIME: "cuda_runtime",
-    DRIVER: "cuda_driver",
-    KERNEL: "kernel",
-    MEMCPY: "gpu_memcpy",
-    MEMSET: "gpu_memset",
-}
-
-# Category spellings seen across Kineto versions (old traces: "Operator", "Kernel", "Runtime", ...).
-# Anything else (flows "ac2g"/"fwdbwd", "cuda_sync", "gpu_user_annotation", "overhead", "Trace",
-# metadata without a category) is skipped.
-_CATEGORY_KIND = {
-    "cpu_op": CPU_OP,
-    "operator": CPU_OP,
-    "user_annotation": ANNOTATION,
-    "python_function": MODULE,
-    "cuda_runtime": RUNTIME,
-    "runtime": RUNTIME,
-    "cuda_driver": DRIVER,
-    "driver": DRIVER,
-    "kernel": KERNEL,
-    "gpu_memcpy": MEMCPY,
-    "memcpy": MEMCPY,
-    "gpu_memset": MEMSET,
-    "memset": MEMSET,
-}
-
-_STEP_RE = re.compile(r"^ProfilerStep#(\d+)$")
-_MODULE_PREFIX = "nn.Module:"
+_STEP_RE = re.compile(r"^ProfilerStep#(\d{1,18})$")
 _BOUNDARY_RE = re.compile(rb"\}\s*,\s*$")  # what must precede an element-starting "{"
-_SLICE_BYTES = 8 << 20  # JSON text parsed at once: bounds the transient Python objects
-_BLOCK_BYTES = 32 << 20  # decompressed block handed over by the reader
-_GZ_READ_BYTES = 4 << 20  # compressed bytes read at a time
+# Sizes measured on the 2-vCPU reference VM (scripts/bench_trace.py): smaller pieces cost no time
+# and keep the transient memory (queued blocks, one slice, its decoded records) near 50 MB.
+_SLICE_BYTES = 2 << 20  # JSON text decoded at once: bounds the transient Python objects
+_BLOCK_BYTES = 4 << 20  # decompressed block handed over by the reader
+_MAX_CARRY_BYTES = 32 << 20  # slices joined to get past a wrong cut before the text counts as malformed
+
+#: Text without one event boundary, or with fewer events than one per MAX_BYTES_PER_EVENT once
+#: _DENSITY_MIN_BYTES were read, is refused (padding, a bomb, or not an event list).
+MAX_EVENT_BYTES = 64 << 20
+MAX_BYTES_PER_EVENT = 64 << 10
+_DENSITY_MIN_BYTES = 128 << 20
+#: Plausible values: |ts| <= 2^53 us (exact doubles; epoch-based us are ~1.7e15); dur and the whole
+#: trace's span at most a day. Larger values are corrupt, not measurements.
+TS_LIMIT_US = float(2**53)
+MAX_SPAN_US = 86_400e6
+#: Refuse when drops take more than this share of a table's rows.
+MAX_DROPPED_SHARE = 0.5
+#: Per-reason counts in Trace.dropped, in this order.
+DROP_REASONS = ("bad_ts", "bad_dur", "negative_dur", "bad_correlation")
 
 
 @dataclass
@@ -97,6 +95,7 @@ class Trace:
     - `gpu`: kernel, gpu_memcpy and gpu_memset activities, with `device` (pid), `stream` (tid) and
       `correlation`.
     - `steps`: `ProfilerStep#N` windows from the host side (step, ts_us, dur_us), possibly empty.
+    - `dropped`: per-reason counts of values dropped or clamped while reading (DROP_REASONS).
     """
 
     path: str
@@ -107,273 +106,88 @@ class Trace:
     calls: pd.DataFrame
     gpu: pd.DataFrame
     steps: pd.DataFrame
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
 
     @property
     def has_gpu(self) -> bool:
         return len(self.gpu) > 0
 
 
-class _Columns:
-    """Growing per-table columns; each parsed slice is appended as numpy arrays, not Python objects."""
+def _parse_slice(text: bytes, codes: Optional[Codes] = None) -> tuple[str, Any]:
+    """One slice, `[` elements `]` -> ("ok", columns) | ("json", Malformed) | ("event", message).
+    Without `codes` (a worker process), the columns carry their own name table."""
+    own = codes is None
+    codes = Codes() if own else codes
+    gc.disable()
+    try:
+        cols = decode_events(text, codes)
+    except Malformed as exc:
+        return "json", exc
+    except NotEvents as exc:
+        return "event", str(exc)
+    if own:
+        cols["names"] = list(codes)
+    return "ok", cols
 
-    def __init__(self, names: tuple[str, ...], dtypes: tuple[Any, ...]):
-        self.names = names
-        self.dtypes = dtypes
-        self.parts: list[list[np.ndarray]] = [[] for _ in names]
 
-    def add(self, cols: list[list[Any]]) -> None:
-        if not cols[0]:
+def _wrap(buf: bytes, pos: int, cut: int) -> bytes:
+    """buf[pos:cut] (elements, each followed by a comma) as a JSON list, in one copy: `[` before
+    it and its last comma turned into `]` (the whitespace after that comma stays, after the `]`)."""
+    comma = buf.rfind(b",", pos, cut)
+    mv = memoryview(buf)
+    return b"".join((b"[", mv[pos:comma], b"]", mv[comma + 1:cut]))
+
+
+def _unwrap(text: bytes) -> bytes:
+    """The original text of a wrapped slice."""
+    end = text.rfind(b"]")
+    return text[1:end] + b"," + text[end + 1:]
+
+
+def _join(texts: list[bytes]) -> bytes:
+    """Wrapped slices -> one wrapped slice of their text."""
+    raw = b"".join(map(_unwrap, texts))
+    return _wrap(raw, 0, len(raw))
+
+
+class _Table:
+    """Columns appended slice by slice (numpy arrays, never Python objects per event)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {k: [] for k, _ in COLUMNS}
+        self.n_events = 0
+
+    def add(self, cols: dict[str, Any], lut: Optional[np.ndarray] = None) -> None:
+        self.n_events += cols["n"]
+        if not len(cols["kind"]):
             return
-        for name, part, values, dtype in zip(self.names, self.parts, cols, self.dtypes):
-            try:
-                part.append(np.asarray(values, dtype=dtype))
-            except (TypeError, ValueError, OverflowError):
-                if name in ("ts", "dur"):  # a time that is no number would poison every figure
-                    bad = next(v for v in values if not _is_number(v))
-                    raise TypeError(f"'{name}' must be a number of microseconds, got {bad!r}") from None
-                # e.g. a string pid or tid: keep it, as a stable code
-                part.append(np.asarray([_coerce_num(v) for v in values], dtype=dtype))
+        for key, _ in COLUMNS:
+            v = cols[key]
+            self.parts[key].append(lut[v] if key == "name" and lut is not None else v)
 
-    def frame(self) -> dict[str, np.ndarray]:
+    def merge(self, cols: dict[str, Any], codes: Codes) -> None:
+        """A worker's columns: its name codes remapped onto ours."""
+        lut = np.fromiter(map(codes.__getitem__, cols["names"]), np.int32, len(cols["names"]))
+        self.add(cols, lut if len(lut) else np.zeros(1, np.int32))
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The whole columns; the parts are released as they are joined (peak: one column twice)."""
         out = {}
-        for name, part, dtype in zip(self.names, self.parts, self.dtypes):
-            out[name] = np.concatenate(part) if part else np.empty(0, dtype=dtype)
+        for key, dtype in COLUMNS:
+            parts = self.parts.pop(key)
+            out[key] = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+            del parts
         return out
 
 
-_ODD_IDS: dict[Any, int] = {}
+# ------------------------------------------------------------------------------------ slicing
 
 
-def _is_number(v: Any) -> bool:
-    try:
-        float(v)
-    except (TypeError, ValueError, OverflowError):
-        return False
-    return not isinstance(v, bool)
+_NONBLANK = re.compile(rb"[^ \t\r\n]")
+_EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*\[')
 
 
-def _coerce_num(v: Any) -> float:
-    """Numbers pass; anything else (a string pid, None) gets a stable negative code."""
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return v
-    if v is None:
-        return -1
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return -(1_000_000 + _ODD_IDS.setdefault(str(v), len(_ODD_IDS)))
-
-
-class _Extractor:
-    """Reduces lists of event dicts to columns. The inner loop is the hot path: keep it plain."""
-
-    def __init__(self) -> None:
-        self.names: dict[str, int] = {}
-        self.kind_of_cat: dict[Any, int] = {}
-        self.host = _Columns(("kind", "name", "pid", "tid", "ts", "dur"), (np.int8, np.int32, np.int64, np.int64, np.float64, np.float64))
-        self.calls = _Columns(
-            ("kind", "name", "pid", "tid", "ts", "dur", "correlation"),
-            (np.int8, np.int32, np.int64, np.int64, np.float64, np.float64, np.int64),
-        )
-        self.gpu = _Columns(
-            ("kind", "name", "pid", "tid", "ts", "dur", "correlation"),
-            (np.int8, np.int32, np.int64, np.int64, np.float64, np.float64, np.int64),
-        )
-        self.n_events = 0
-
-    def result(self) -> dict[str, Any]:
-        """Picklable columns of what was fed, for merging in the parent process."""
-        names = [None] * len(self.names)
-        for n, c in self.names.items():
-            names[c] = n
-        return {"names": names, "host": self.host.frame(), "calls": self.calls.frame(), "gpu": self.gpu.frame(), "n": self.n_events}
-
-    def merge(self, res: dict[str, Any]) -> None:
-        """Append a worker's columns, remapping its name codes onto ours."""
-        names = self.names
-        lut = np.empty(max(1, len(res["names"])), dtype=np.int32)
-        for i, n in enumerate(res["names"]):
-            code = names.get(n)
-            if code is None:
-                code = names[n] = len(names)
-            lut[i] = code
-        for table, cols in ((self.host, res["host"]), (self.calls, res["calls"]), (self.gpu, res["gpu"])):
-            if len(cols["ts"]) == 0:
-                continue
-            for part, name in zip(table.parts, table.names):
-                part.append(lut[cols[name]] if name == "name" else cols[name])
-        self.n_events += res["n"]
-
-    def _classify(self, cat: Any) -> int:
-        kind = _CATEGORY_KIND.get(str(cat).lower(), -1) if cat is not None else -1
-        self.kind_of_cat[cat] = kind
-        return kind
-
-    def feed(self, events: list[Any]) -> None:
-        if not isinstance(events, list):
-            raise TypeError("traceEvents is not a list")
-        self.n_events += len(events)
-        names = self.names
-        kind_get = self.kind_of_cat.get
-        h_k, h_n, h_p, h_t, h_ts, h_d = hcols = [[], [], [], [], [], []]
-        c_k, c_n, c_p, c_t, c_ts, c_d, c_c = ccols = [[], [], [], [], [], [], []]
-        g_k, g_n, g_p, g_t, g_ts, g_d, g_c = gcols = [[], [], [], [], [], [], []]
-        for e in events:
-            cat = e.get("cat")
-            kind = kind_get(cat)
-            if kind is None:
-                kind = self._classify(cat)
-            if kind < 0 or e.get("ph") != "X":
-                continue
-            name = e.get("name")
-            code = names.get(name)
-            if code is None:
-                if kind == MODULE and not str(name).startswith(_MODULE_PREFIX):
-                    continue
-                code = names[name] = len(names)
-            elif kind == MODULE and not str(name).startswith(_MODULE_PREFIX):
-                continue
-            if kind <= MODULE:
-                h_k.append(kind)
-                h_n.append(code)
-                h_p.append(e.get("pid"))
-                h_t.append(e.get("tid"))
-                h_ts.append(e["ts"])
-                h_d.append(e.get("dur", 0))
-                continue
-            args = e.get("args")
-            corr = args.get("correlation", -1) if args else -1
-            if kind <= DRIVER:
-                c_k.append(kind)
-                c_n.append(code)
-                c_p.append(e.get("pid"))
-                c_t.append(e.get("tid"))
-                c_ts.append(e["ts"])
-                c_d.append(e.get("dur", 0))
-                c_c.append(corr)
-            else:
-                g_k.append(kind)
-                g_n.append(code)
-                g_p.append(e.get("pid"))
-                g_t.append(e.get("tid"))
-                g_ts.append(e["ts"])
-                g_d.append(e.get("dur", 0))
-                g_c.append(corr)
-        self.host.add(hcols)
-        self.calls.add(ccols)
-        self.gpu.add(gcols)
-
-
-def open_text(path: Path) -> Iterator[bytes]:
-    """Yield decompressed blocks of ~32 MB; gzip is detected by its magic bytes, not the name.
-
-    gzip is inflated by a helper thread (zlib releases the GIL) so it overlaps the parsing. Blocks
-    are large on purpose: the thread needs the GIL between blocks, and the parser holds it for tens
-    of milliseconds per slice, so small blocks would starve it."""
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read trace ({exc.strerror or exc})") from None
-    with fh:
-        magic = fh.read(2)
-        fh.seek(0)
-        if magic != b"\x1f\x8b":
-            while True:
-                try:
-                    block = fh.read(_BLOCK_BYTES)
-                except OSError as exc:
-                    raise InputError(f"{path}: cannot read trace ({exc.strerror or exc})") from None
-                if not block:
-                    return
-                yield block
-        q: queue.Queue = queue.Queue(maxsize=2)
-        stop = threading.Event()
-        worker = threading.Thread(target=_inflate, args=(fh, q, stop), name="perfbench-trace-gunzip", daemon=True)
-        worker.start()
-        try:
-            while True:
-                item = q.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    if isinstance(item, EOFError):
-                        raise InputError(f"{path}: truncated gzip file (compressed data ends early)")
-                    raise InputError(f"{path}: corrupt gzip data ({item})")
-                yield item
-        finally:
-            stop.set()
-            while worker.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    pass
-                worker.join(0.01)
-
-
-def _inflate(fh: Any, q: queue.Queue, stop: threading.Event) -> None:
-    """Producer thread: inflate gzip members (concatenated members allowed) into ~32 MB blocks."""
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    try:
-        d = zlib.decompressobj(wbits=31)
-        pending = b""
-        started = False
-        while not stop.is_set():
-            data = pending or fh.read(_GZ_READ_BYTES)
-            pending = b""
-            if not data:
-                if started and not d.eof:
-                    raise EOFError("compressed data ends before the end-of-stream marker")
-                break
-            started = True
-            out = d.decompress(data, _BLOCK_BYTES)
-            while True:
-                if out and not put(out):
-                    return
-                if d.eof:
-                    pending = d.unused_data
-                    d = zlib.decompressobj(wbits=31)
-                    started = bool(pending.strip(b"\x00"))
-                    if not started:
-                        pending = b""
-                    break
-                tail = d.unconsumed_tail
-                if not tail:
-                    break
-                out = d.decompress(tail, _BLOCK_BYTES)
-        put(None)
-    except (zlib.error, EOFError, OSError) as exc:
-        put(exc)
-    except BaseException as exc:  # pragma: no cover - never leave the consumer waiting
-        put(exc)
-
-
-def _find_events_start(buf: bytes) -> tuple[int, bool] | None:
-    """Position of the first byte after `[` that opens the events list, and whether the document is
-    an object (`{"traceEvents": [...]}`) rather than a bare list. None: need more data."""
-    stripped = buf.lstrip()
-    if not stripped:
-        return None
-    offset = len(buf) - len(stripped)
-    if stripped[:1] == b"[":
-        return offset + 1, False
-    if stripped[:1] != b"{":
-        raise ValueError("not a JSON object or list")
-    m = re.search(rb'"traceEvents"\s*:\s*\[', buf)
-    if m is None:
-        return None
-    return m.end(), True
-
-
-def _last_boundary(buf: bytes, lo: int, hi: int) -> int:
+def _last_boundary(buf: bytes | bytearray, lo: int, hi: int) -> int:
     """Index of the last `{` in buf[lo:hi] that looks like the start of a list element (preceded by
     `}` `,` and whitespace), or -1. Scans backwards, so it usually stops within one event."""
     pos = hi
@@ -386,36 +200,144 @@ def _last_boundary(buf: bytes, lo: int, hi: int) -> int:
     return -1
 
 
-def _parse_error(path: Path, exc: Exception, offset: int, at_end: bool) -> InputError:
-    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    msg = re.sub(r":? line \d+ column \d+ \(char \d+\)$", "", msg)  # positions in our slice, not the file
-    if at_end:
-        return InputError(f"{path}: truncated or malformed JSON: the trace ends before its events list is closed ({msg})")
-    return InputError(f"{path}: malformed JSON near byte {offset} of the decompressed text ({msg})")
+def _read_head(path: Path, buf: bytes | bytearray, begin: int, meta: dict[str, Any]) -> None:
+    """Keys before traceEvents (deviceProperties, ...) into meta."""
+    try:
+        head = safe_loads(bytes(buf[:begin]) + b"]}")
+    except Malformed as exc:
+        raise InputError(f"{path}: malformed JSON before its events list ({exc})") from None
+    if isinstance(head, dict):
+        meta.update({k: v for k, v in head.items() if k != "traceEvents"})
 
 
-def load_trace(path: str | Path, *, workers: int | None = None) -> Trace:
+def _no_events_start(path: Path, buf: bytes) -> InputError:
+    if not buf.strip():
+        return InputError(f"{path}: empty file, not a trace")
+    try:
+        safe_loads(buf)
+    except Malformed as exc:
+        return InputError(f"{path}: not valid JSON ({exc})")
+    return InputError(f"{path}: not a PyTorch profiler trace (no 'traceEvents' list)")
+
+
+class _Slicer:
+    """Decompressed blocks -> ("slice", `[`elements`]`, offset) pieces of whole list elements, then
+    one ("tail", rest, offset): the last elements and whatever closes the document. The head (keys
+    before traceEvents) goes into `meta`. Every byte is scanned a bounded number of times, so text
+    padded with blanks or one endless string costs linear time until it is refused."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]):
+        self.path, self.meta = path, meta
+        self.buf = bytearray()  # deleting from its front is O(1)
+        self.consumed = 0  # offset in the text of buf[0]
+        self.first = -1  # the document's first non-blank byte
+        self.searched = 0  # buf[:searched] holds no document start / no events key
+        self.scanned = 0  # buf[scanned:] is where an element boundary may still be found
+        self.started = False
+
+    def feed(self, block: bytes) -> Iterator[tuple[str, bytes, int]]:
+        self.buf += block
+        if self.started or self._start():
+            yield from self._cut()
+
+    def tail(self) -> tuple[str, bytes, int]:
+        if not self.started:
+            raise _no_events_start(self.path, bytes(self.buf))
+        return "tail", bytes(self.buf), self.consumed
+
+    def _start(self) -> bool:
+        """Find `[` opening the events list (document `[...]` or `{..."traceEvents": [...`)."""
+        buf = self.buf
+        if self.first < 0:
+            m = _NONBLANK.search(buf, self.searched)
+            if m is None:
+                self.searched = len(buf)
+                return self._need_more("no JSON")
+            self.first = self.searched = m.start()
+            if buf[self.first] == ord("["):
+                return self._begin(self.first + 1, False)
+            if buf[self.first] != ord("{"):
+                raise InputError(f"{self.path}: not a PyTorch profiler trace (not a JSON object with 'traceEvents')")
+        m = _EVENTS_KEY.search(buf, max(self.first, self.searched - 64))
+        if m is None:
+            self.searched = len(buf)
+            return self._need_more("no 'traceEvents' list")
+        return self._begin(m.end(), True)
+
+    def _need_more(self, what: str) -> bool:
+        if len(self.buf) > MAX_EVENT_BYTES:
+            raise InputError(f"{self.path}: not a PyTorch profiler trace ({what} in its first {human(MAX_EVENT_BYTES)})")
+        return False
+
+    def _begin(self, begin: int, is_obj: bool) -> bool:
+        self.meta["__is_obj__"] = is_obj
+        if is_obj:
+            _read_head(self.path, self.buf, begin, self.meta)
+        del self.buf[:begin]
+        self.consumed = begin
+        self.started = True
+        return True
+
+    def _cut(self) -> Iterator[tuple[str, bytes, int]]:
+        buf, pos = self.buf, 0
+        while len(buf) - pos > _SLICE_BYTES:
+            cut = _last_boundary(buf, pos, pos + _SLICE_BYTES)
+            if cut <= pos:  # no element start in a whole slice: let the slice grow, within reason
+                cut = _last_boundary(buf, max(pos, self.scanned - 64), len(buf))
+                if cut <= pos:
+                    self._no_boundary(pos)
+                    break
+            yield "slice", _wrap(buf, pos, cut), self.consumed + pos
+            pos = cut
+        del buf[:pos]
+        self.consumed += pos
+        self.scanned = max(0, self.scanned - pos)
+
+    def _no_boundary(self, pos: int) -> None:
+        self.scanned = len(self.buf)
+        if len(self.buf) - pos > MAX_EVENT_BYTES:
+            raise InputError(
+                f"{self.path}: no trace event starts in {human(len(self.buf) - pos)} of text from byte "
+                f"{self.consumed + pos}: padding, a compression bomb or not an event list; refused"
+            )
+
+
+def _slices(path: Path, meta: dict[str, Any], limits: Limits) -> Iterator[tuple[str, bytes, int]]:
+    """The pieces of the trace's text, in order (see _Slicer)."""
+    slicer = _Slicer(path, meta)
+    for block in open_text(path, limits):
+        yield from slicer.feed(block)
+    yield slicer.tail()
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def load_trace(path: str | Path, *, workers: int | None = None, max_bytes: int | None = None) -> Trace:
     """Parse a `.json` or `.json.gz` PyTorch-profiler trace. Raises InputError (exit 2) when the file
-    is missing, empty, truncated, not JSON, or not a profiler trace.
+    is missing, empty, truncated, not JSON, not a profiler trace, too large or implausible.
 
-    `workers`: processes that parse slices in parallel (opt-in; also PERFBENCH_TRACE_WORKERS).
-    None/0/1 = in-process. Forked workers are used only for traces of ~192 MB of JSON or more and
-    only where forking is safe (no other Python threads, torch not imported). Why opt-in: on the
-    2-vCPU reference VM the parse is memory-bound and two workers gave 2.2-5.4 s against a steadier
-    3.1-3.7 s in-process for 890k events, at twice the memory."""
+    `max_bytes`: decompressed text allowed (default 4 GiB, or PERFBENCH_MAX_TRACE_BYTES); giving it
+    also lifts the gzip-ratio check. `workers`: processes that parse slices in parallel (opt-in;
+    also PERFBENCH_TRACE_WORKERS). None/0/1 = in-process. Forked workers are used only for traces
+    of ~192 MB of JSON or more and only where forking is safe (no other Python threads, torch not
+    imported). Why opt-in: on the 2-vCPU reference VM two workers took 1.14 s against 1.07 s
+    in-process for 890k events, at 2 x 62 MB more memory (scripts/bench_trace.py with and
+    without PERFBENCH_TRACE_WORKERS=2)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such trace file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a trace file")
+    limits = limits_for(max_bytes, _BLOCK_BYTES)
     n_workers = _choose_workers(path, workers)
     gc_was_enabled = gc.isenabled()
-    gc.disable()  # parsing allocates millions of containers; cyclic GC passes would triple the time
+    gc.disable()  # decoding allocates millions of objects; cyclic GC passes would triple the time
     pool = None
     try:
         if n_workers > 1:
             pool = _start_pool(n_workers)
-        return _load(path, pool)
+        return _Loader(path, pool, limits).run()
     finally:
         if pool is not None:
             pool.terminate()
@@ -429,10 +351,13 @@ _PARALLEL_MIN_BYTES = 192 << 20  # below this, pipeline fill/drain costs more th
 
 def _choose_workers(path: Path, workers: int | None) -> int:
     if workers is None:
+        text = os.environ.get("PERFBENCH_TRACE_WORKERS", "").strip() or "0"
         try:
-            workers = int(os.environ.get("PERFBENCH_TRACE_WORKERS", "0"))
+            workers = int(text)
         except ValueError:
-            workers = 0
+            workers = -1
+        if workers < 0:
+            raise InputError(f"PERFBENCH_TRACE_WORKERS must be a whole number of processes >= 0, got {text!r}")
     if workers <= 1 or _estimated_json_bytes(path) < _PARALLEL_MIN_BYTES or not _fork_is_safe():
         return 0
     try:
@@ -476,223 +401,226 @@ def _start_pool(n: int) -> Any:
         return mp.get_context("fork").Pool(n)
 
 
-def _parse_slice(raw: bytes) -> tuple[str, Any]:
-    """Worker: parse one slice of the events list and reduce it to columns."""
-    body = raw.rstrip()
-    if body.endswith(b","):
-        body = body[:-1]
-    gc.disable()
-    try:
-        events = _loads(b"[" + body + b"]")
-    except ValueError:
-        return "json", None
-    ex = _Extractor()
-    try:
-        ex.feed(events)
-    except (AttributeError, TypeError, KeyError) as exc:
-        return "event", str(exc)
-    del events
-    return "ok", ex.result()
+class _Loader:
+    """Slices -> columns (in-process or through a pool), wrong cuts joined, bombs refused early."""
 
+    def __init__(self, path: Path, pool: Any, limits: Limits):
+        self.path, self.pool, self.limits = path, pool, limits
+        self.table = _Table()
+        self.codes = Codes()
+        self.meta: dict[str, Any] = {}
+        self.carry: list[bytes] = []  # slices that failed to parse alone (a cut inside an element), to join
+        self.carry_off = 0
+        self.carry_len = 0
 
-def _slices(path: Path, meta: dict[str, Any]) -> Iterator[tuple[str, bytes, int]]:
-    """Cut the decompressed text into ("slice", raw, offset) pieces of whole list elements, then
-    one ("tail", raw, offset) with the rest (the last elements and whatever closes the document).
-    The head (keys before traceEvents) goes into `meta`."""
-    buf = b""
-    consumed = 0
-    start: tuple[int, bool] | None = None
-    for block in open_text(path):
-        buf = buf + block if buf else block
-        if start is None:
-            try:
-                start = _find_events_start(buf)
-            except ValueError:
-                raise InputError(f"{path}: not a PyTorch profiler trace (not a JSON object with 'traceEvents')") from None
-            if start is None:
-                if len(buf) > 64 << 20:
-                    raise InputError(f"{path}: not a PyTorch profiler trace (no 'traceEvents' list found)")
-                continue
-            begin, is_obj = start
-            meta["__is_obj__"] = is_obj
-            if is_obj:
-                try:
-                    head = _loads(buf[:begin] + b"]}")
-                except ValueError:
-                    head = None
-                if isinstance(head, dict):
-                    meta.update({k: v for k, v in head.items() if k != "traceEvents"})
-            buf = buf[begin:]
-            consumed += begin
-        pos = 0
-        while len(buf) - pos > _SLICE_BYTES:
-            cut = _last_boundary(buf, pos, pos + _SLICE_BYTES)
-            if cut <= pos:  # no element start in a whole slice: let the slice grow
-                cut = _last_boundary(buf, pos, len(buf))
-                if cut <= pos:
-                    break
-            yield "slice", buf[pos:cut], consumed + pos
-            pos = cut
-        if pos:
-            buf = buf[pos:]
-            consumed += pos
-    if start is None:
-        if not buf.strip():
-            raise InputError(f"{path}: empty file, not a trace")
+    def run(self) -> Trace:
+        tail = None
+        pending: deque[tuple[bytes, int, Any]] = deque()
+        depth = 2 * getattr(self.pool, "_processes", 1)
+        pieces = _slices(self.path, self.meta, self.limits)
         try:
-            _loads(buf)
-        except ValueError as exc:
-            raise InputError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
-        raise InputError(f"{path}: not a PyTorch profiler trace (no 'traceEvents' list)")
-    yield "tail", buf, consumed
+            for kind, raw, offset in pieces:
+                if kind == "tail":
+                    tail = (raw, offset)
+                    break
+                if self.pool is None:
+                    self._absorb(raw, offset, None)
+                    continue
+                pending.append((raw, offset, self.pool.apply_async(_parse_slice, (raw,))))
+                while pending and (len(pending) > depth or pending[0][2].ready()):
+                    r, o, fut = pending.popleft()
+                    self._absorb(r, o, fut.get())
+            while pending:
+                r, o, fut = pending.popleft()
+                self._absorb(r, o, fut.get())
+        finally:
+            pieces.close()  # on error too: stops the gunzip thread now, not when the traceback dies
+        assert tail is not None
+        self._read_tail(*tail)
+        return _build(self.path, self.table, list(self.codes), self.meta)
 
-
-def _load(path: Path, pool: Any = None) -> Trace:
-    ex = _Extractor()
-    meta: dict[str, Any] = {}
-    pending: deque[tuple[bytes, int, Any]] = deque()
-    carry: list[bytes] = []  # slices that failed to parse alone (a cut inside an element), to join
-    carry_off = 0
-    carry_len = 0
-    depth = 2 * getattr(pool, "_processes", 1)
-
-    def absorb(raw: bytes, offset: int, outcome: tuple[str, Any] | None) -> None:
-        nonlocal carry_off, carry_len
-        if carry:  # joining: this slice continues the failed one(s)
-            carry.append(raw)
-            carry_len += len(raw)
-            if carry_len > 4 * _BLOCK_BYTES:  # stop retrying; the tail parse reports the error
-                return
-            outcome = _parse_slice(b"".join(carry))
+    def _absorb(self, text: bytes, offset: int, outcome: tuple[str, Any] | None) -> None:
+        if self.carry:  # joining: this slice continues the failed one(s)
+            self.carry.append(text)
+            self.carry_len += len(text)
+            outcome = _parse_slice(_join(self.carry), self.codes)
             if outcome[0] == "json":
+                if self.carry_len > _MAX_CARRY_BYTES:  # no valid event list however far we join
+                    raise _parse_error(self.path, outcome[1], self.carry_off, 1, False)
                 return
-            carry.clear()
-            carry_len = 0
+            offset = self.carry_off
+            self.carry.clear()
+            self.carry_len = 0
         else:
             if outcome is None:
-                outcome = _parse_slice(raw)
+                outcome = _parse_slice(text, self.codes)
             if outcome[0] == "json":
-                carry.append(raw)
-                carry_len = len(raw)
-                carry_off = offset
+                self.carry, self.carry_len, self.carry_off = [text], len(text), offset
                 return
         if outcome[0] == "event":
-            raise InputError(f"{path}: not a PyTorch profiler trace (an event is not a well-formed trace event: {outcome[1]})")
-        ex.merge(outcome[1])
+            raise InputError(f"{self.path}: not a PyTorch profiler trace ({outcome[1]})")
+        cols = outcome[1]
+        if "names" in cols:
+            self.table.merge(cols, self.codes)
+        else:
+            self.table.add(cols)
+        self._check_density(offset + len(text))
 
-    tail = None
-    pieces = _slices(path, meta)
-    try:
-        for kind, raw, offset in pieces:
-            if kind == "tail":
-                tail = (raw, offset)
-                break
-            if pool is None:
-                absorb(raw, offset, None)
-                continue
-            pending.append((raw, offset, pool.apply_async(_parse_slice, (raw,))))
-            while pending and (len(pending) > depth or pending[0][2].ready()):
-                r, o, fut = pending.popleft()
-                absorb(r, o, fut.get())
-    finally:
-        pieces.close()  # on error too: stops the gunzip thread now, not when the traceback dies
-    while pending:
-        r, o, fut = pending.popleft()
-        absorb(r, o, fut.get())
-    assert tail is not None
-    raw, offset = tail
-    if carry:
-        raw = b"".join(carry) + raw
-        offset = carry_off
-        carry.clear()
-    is_obj = meta.pop("__is_obj__", True)
-    wrapper = b'{"traceEvents":[' if is_obj else b"["
-    try:
-        doc = _loads(wrapper + raw)
-    except ValueError as exc:
-        pos = getattr(exc, "pos", None)
-        at_end = pos is None or pos >= len(wrapper) + len(raw.rstrip()) - 2
-        raise _parse_error(path, exc, offset + max(0, (pos or 0) - len(wrapper)), at_end) from None
-    if is_obj:
-        if not isinstance(doc, dict):
-            raise InputError(f"{path}: not a PyTorch profiler trace")
-        tail_events = doc.pop("traceEvents", [])
-        meta.update(doc)
-    else:
-        tail_events = doc
-    _feed(ex, tail_events, path)
-    del doc, tail_events, raw
-    return _build(path, ex, meta)
+    def _check_density(self, end: int) -> None:
+        if end > _DENSITY_MIN_BYTES and self.table.n_events * MAX_BYTES_PER_EVENT < end:
+            raise InputError(
+                f"{self.path}: {self.table.n_events} events in the first {human(end)} of text (profiler traces hold "
+                f"thousands per MB): padding, a compression bomb or not an event list; refused"
+            )
+
+    def _read_tail(self, raw: bytes, offset: int) -> None:
+        if self.carry:
+            raw = b"".join(map(_unwrap, self.carry)) + raw
+            offset = self.carry_off
+            self.carry.clear()
+        is_obj = self.meta.pop("__is_obj__", True)
+        wrapper = b'{"traceEvents":[' if is_obj else b"["
+        try:
+            events = tail_events(wrapper + raw, is_obj, self.meta)
+            cols = decode_tail(events, self.codes)
+        except Malformed as exc:
+            raise _parse_error(self.path, exc, offset, len(wrapper), self._at_end(exc, raw, wrapper)) from None
+        except NotEvents as exc:
+            raise InputError(f"{self.path}: not a PyTorch profiler trace ({exc})") from None
+        self.table.add(cols)
+
+    @staticmethod
+    def _at_end(exc: Malformed, raw: bytes, wrapper: bytes) -> bool:
+        return exc.truncated or exc.pos is not None and exc.pos >= len(wrapper) + len(raw.rstrip()) - 2
 
 
-def _feed(ex: _Extractor, events: Any, path: Path) -> None:
-    try:
-        ex.feed(events)
-    except (AttributeError, TypeError, KeyError) as exc:
-        raise InputError(f"{path}: not a PyTorch profiler trace (an event is not a well-formed trace event: {exc})") from None
+def _parse_error(path: Path, exc: Malformed, offset: int, wrapper_len: int, at_end: bool) -> InputError:
+    if exc.deep or exc.pos is None and not at_end:
+        return InputError(f"{path}: malformed JSON in the text from byte {offset}: {exc}")
+    if at_end:
+        return InputError(f"{path}: truncated or malformed JSON: the trace ends before its events list is closed ({exc})")
+    where = offset + max(0, (exc.pos or 0) - wrapper_len)
+    return InputError(f"{path}: malformed JSON near byte {where} of the decompressed text ({exc})")
 
 
-def _build(path: Path, ex: _Extractor, meta: dict[str, Any]) -> Trace:
-    host, calls, gpu = ex.host.frame(), ex.calls.frame(), ex.gpu.frame()
-    if len(host["ts"]) + len(calls["ts"]) + len(gpu["ts"]) == 0:
+# ------------------------------------------------------------------------------------ checks + tables
+
+
+def _range_check(path: Path, c: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
+    """Rows to keep and the per-reason counts (DROP_REASONS). Clamps negative durations and bad
+    correlation ids in place. Refuses a trace whose drops leave too little to measure."""
+    ts, dur, kind, corr = c["ts"], c["dur"], c["kind"], c["corr"]
+    with np.errstate(invalid="ignore"):
+        bad_ts = ~(np.abs(ts) <= TS_LIMIT_US)  # NaN (missing, not a number) included
+        bad_dur = ~bad_ts & ~(np.abs(dur) <= MAX_SPAN_US)
+        drop = bad_ts | bad_dur
+        neg = ~drop & (dur < 0)
+    dur[neg] = 0.0
+    bad_corr = (kind >= RUNTIME) & (corr < -1)
+    corr[corr < -1] = -1
+    counts = {"bad_ts": int(bad_ts.sum()), "bad_dur": int(bad_dur.sum()), "negative_dur": int(neg.sum()),
+              "bad_correlation": int(bad_corr.sum())}
+    for what, rows in (("host events", kind <= MODULE), ("launch calls", (kind == RUNTIME) | (kind == DRIVER)),
+                       ("GPU activities", kind >= KERNEL)):
+        lost = int((rows & (drop | bad_corr)).sum())
+        if lost and lost > MAX_DROPPED_SHARE * int(rows.sum()):
+            raise InputError(
+                f"{path}: {lost} of {int(rows.sum())} {what} have an unusable timestamp, duration or correlation id "
+                f"({_reasons(counts)}): too few remain for the figures; refused"
+            )
+    keep = ~drop
+    _check_span(path, ts[keep], dur[keep])
+    return keep, counts
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none"
+
+
+def _check_span(path: Path, ts: np.ndarray, dur: np.ndarray) -> None:
+    if not len(ts):
+        return
+    lo, hi = float(ts.min()), float((ts + dur).max())
+    if hi - lo > MAX_SPAN_US:
+        raise InputError(
+            f"{path}: its events span {(hi - lo) / 86_400e6:,.1f} days (ts {lo:.6g} to {hi:.6g} us); a profiler trace "
+            "covers seconds to minutes, so these timestamps are corrupt; refused"
+        )
+
+
+def _build(path: Path, table: _Table, names_list: list[str], meta: dict[str, Any]) -> Trace:
+    c = table.columns()
+    keep, dropped = _range_check(path, c)
+    if not keep.any():
         raise InputError(
             f"{path}: not a PyTorch profiler trace (no cpu_op, user_annotation, cuda_runtime or kernel events "
-            f"among its {ex.n_events} events)"
+            f"among its {table.n_events} events)"
         )
-    t0 = min(float(a["ts"].min()) for a in (host, calls, gpu) if len(a["ts"]))
-    name_list = np.empty(len(ex.names), dtype=object)
-    for n, c in ex.names.items():
-        name_list[c] = n if isinstance(n, str) else str(n)
-    categories = _unique_categories(name_list)
+    t0 = float(c["ts"][keep].min())
+    parts = _split(c, keep, t0)
+    categories = _unique_categories(np.array(names_list, dtype=object))
+    host = _host_frame(parts["host"], categories)
+    return Trace(path=str(path), meta=meta, t0_us=t0, n_events=table.n_events, host=host,
+                 calls=_calls_frame(parts["calls"], categories), gpu=_gpu_frame(parts["gpu"], categories),
+                 steps=_steps(host, names_list), dropped=dropped)
 
-    def names(codes: np.ndarray) -> pd.Categorical:
-        return pd.Categorical.from_codes(codes, categories=categories)
 
-    host_df = pd.DataFrame(
-        {
-            "kind": pd.Categorical.from_codes(host["kind"], categories=[KIND_NAMES[i] for i in range(8)]),
-            "name": names(host["name"]),
-            "pid": host["pid"],
-            "tid": host["tid"],
-            "ts_us": host["ts"] - t0,
-            "dur_us": host["dur"],
-        }
-    )
-    calls_df = pd.DataFrame(
-        {
-            "api": np.where(calls["kind"] == DRIVER, "driver", "runtime"),
-            "name": names(calls["name"]),
-            "pid": calls["pid"],
-            "tid": calls["tid"],
-            "ts_us": calls["ts"] - t0,
-            "dur_us": calls["dur"],
-            "correlation": calls["correlation"],
-        }
-    )
-    calls_df["api"] = calls_df["api"].astype("category")
-    gpu_kind = pd.Categorical.from_codes(gpu["kind"] - KERNEL, categories=["kernel", "memcpy", "memset"])
-    gpu_df = pd.DataFrame(
-        {
-            "kind": gpu_kind,
-            "name": names(gpu["name"]),
-            "device": gpu["pid"],
-            "stream": gpu["tid"],
-            "ts_us": gpu["ts"] - t0,
-            "dur_us": gpu["dur"],
-            "correlation": gpu["correlation"],
-        }
-    )
-    steps = _steps(host_df, ex.names)
-    return Trace(
-        path=str(path),
-        meta=meta,
-        t0_us=t0,
-        n_events=ex.n_events,
-        host=host_df,
-        calls=calls_df,
-        gpu=gpu_df,
-        steps=steps,
-    )
+def _split(c: dict[str, np.ndarray], keep: np.ndarray, t0: float) -> dict[str, dict[str, np.ndarray]]:
+    """The kept rows of each table, in file order, column by column: each whole column is freed
+    once split, so the peak is the columns plus one column, not twice the columns."""
+    kind = c["kind"]
+    masks = {"host": keep & (kind <= MODULE), "calls": keep & ((kind == RUNTIME) | (kind == DRIVER)),
+             "gpu": keep & (kind >= KERNEL)}
+    out: dict[str, dict[str, np.ndarray]] = {t: {} for t in masks}
+    del kind
+    for key, _ in COLUMNS:
+        col = c.pop(key)
+        for t, m in masks.items():
+            out[t][key] = col[m]
+        del col
+    for t in out.values():
+        t["ts"] -= t0
+    return out
+
+
+def _names(codes: np.ndarray, categories: pd.Index) -> pd.Categorical:
+    return pd.Categorical.from_codes(codes, categories=categories)
+
+
+def _host_frame(c: dict[str, np.ndarray], categories: pd.Index) -> pd.DataFrame:
+    return pd.DataFrame({
+        "kind": pd.Categorical.from_codes(c["kind"], categories=[KIND_NAMES[i] for i in range(8)]),
+        "name": _names(c["name"], categories),
+        "pid": c["pid"],
+        "tid": c["tid"],
+        "ts_us": c["ts"],
+        "dur_us": c["dur"],
+    }, copy=False)
+
+
+def _calls_frame(c: dict[str, np.ndarray], categories: pd.Index) -> pd.DataFrame:
+    api = pd.Categorical.from_codes((c["kind"] == DRIVER).astype(np.int8), categories=["runtime", "driver"])
+    return pd.DataFrame({
+        "api": api,
+        "name": _names(c["name"], categories),
+        "pid": c["pid"],
+        "tid": c["tid"],
+        "ts_us": c["ts"],
+        "dur_us": c["dur"],
+        "correlation": c["corr"],
+    }, copy=False)
+
+
+def _gpu_frame(c: dict[str, np.ndarray], categories: pd.Index) -> pd.DataFrame:
+    return pd.DataFrame({
+        "kind": pd.Categorical.from_codes(c["kind"] - KERNEL, categories=["kernel", "memcpy", "memset"]),
+        "name": _names(c["name"], categories),
+        "device": c["pid"],
+        "stream": c["tid"],
+        "ts_us": c["ts"],
+        "dur_us": c["dur"],
+        "correlation": c["corr"],
+    }, copy=False)
 
 
 def _unique_categories(values: np.ndarray) -> pd.Index:
@@ -709,11 +637,11 @@ def _unique_categories(values: np.ndarray) -> pd.Index:
     return pd.Index(out, dtype=object)
 
 
-def _steps(host: pd.DataFrame, names: dict[str, int]) -> pd.DataFrame:
+def _steps(host: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     """ProfilerStep#N windows on the host side (any category: newer Kineto uses user_annotation,
     older ones cpu_op). If a step appears more than once (several threads), the first one wins."""
     step_codes = {}
-    for n, c in names.items():
+    for c, n in enumerate(names):
         m = _STEP_RE.match(str(n))
         if m:
             step_codes[c] = int(m.group(1))

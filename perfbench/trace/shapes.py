@@ -8,18 +8,12 @@ pass over the file, only for the host rows asked for.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from perfbench.trace.parse import Trace, open_text
-
-try:
-    import orjson as _orjson
-
-    _loads = _orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-    _loads = json.loads
+from perfbench.trace.events import id_value, safe_loads
+from perfbench.trace.parse import Trace
+from perfbench.trace.textio import open_text
 
 
 def input_dims(trace: Trace, rows: Iterable[int]) -> dict[int, list[Any]]:
@@ -35,17 +29,23 @@ def input_dims(trace: Trace, rows: Iterable[int]) -> dict[int, list[Any]]:
     tid = host["tid"].to_numpy()[rows]
     want = {(str(n), int(p), int(t), float(x)): r for n, p, t, x, r in zip(names, pid, tid, ts, rows)}
     wanted_names = set(map(str, names))
-    raw = b"".join(open_text(Path(trace.path)))  # the parser's reader: gzip by magic, clear errors
+    raw = b"".join(open_text(Path(trace.path)))  # the parser's reader: gzip by magic, size limit, clear errors
+    try:
+        doc = safe_loads(raw)  # never a crash on deep nesting (the trace itself parsed, so this is rare)
+    except ValueError:
+        return {}
+    events = doc.get("traceEvents", []) if isinstance(doc, dict) else doc if isinstance(doc, list) else []
     out: dict[int, list[Any]] = {}
-    for e in _loads(raw).get("traceEvents", []):
-        if e.get("ph") != "X" or e.get("name") not in wanted_names:
+    for e in events:
+        if not isinstance(e, dict) or e.get("ph") != "X" or not isinstance(e.get("name"), str) or e["name"] not in wanted_names:
             continue
-        dims = (e.get("args") or {}).get("Input Dims")
+        args = e.get("args")
+        dims = args.get("Input Dims") if isinstance(args, dict) else None
         if dims is None:
             continue
         try:
-            key = (e["name"], int(e.get("pid")), int(e.get("tid")), float(e["ts"]) - trace.t0_us)
-        except (TypeError, ValueError, KeyError):
+            key = (e["name"], id_value(e.get("pid")), id_value(e.get("tid")), float(e["ts"]) - trace.t0_us)
+        except (TypeError, ValueError, KeyError, OverflowError):
             continue
         r = want.get(key)
         if r is not None:

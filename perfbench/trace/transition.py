@@ -69,7 +69,7 @@ def _num(v: Any) -> float | None:
         f = float(v)
     except (TypeError, ValueError):
         return None
-    return None if math.isnan(f) else f
+    return f if math.isfinite(f) else None  # NaN and infinities are no figures
 
 
 def tklqt_transition(batch_sizes: Sequence[int], tklqt: Sequence[float | None], tol: float = TKLQT_TOL) -> tuple[int | None, float | None]:
@@ -139,6 +139,10 @@ def detect_transition(
         raise InputError(f"batch sizes must be positive and strictly ascending, got {bs}")
     if latency_us is not None and len(latency_us) != len(bs):
         raise InputError(f"{len(bs)} batch sizes but {len(latency_us)} latencies")
+    if latency_us is not None:
+        bad = [v for v in latency_us if v is not None and not (_num(v) is not None and _num(v) > 0)]
+        if bad:
+            raise InputError(f"latencies must be finite numbers > 0 (or missing), got {bad[0]!r}")
     source = None
     if latency_us is not None:
         lat = list(latency_us)

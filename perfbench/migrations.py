@@ -115,11 +115,79 @@ def _v3_gate(c: sqlite3.Connection) -> None:
     c.execute(NOISE_FLOORS_DDL)
 
 
+#: Serving (phase serve): one row per request of a load point. Shared with the fresh-store schema
+#: in perfbench/store.py. Times are seconds from the load point's start (perf_counter origin).
+REQUESTS_DDL = """CREATE TABLE IF NOT EXISTS requests (
+    request_id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    point_id              INTEGER NOT NULL REFERENCES points(point_id) ON DELETE CASCADE,
+    run_id                TEXT NOT NULL,
+    idx                   INTEGER NOT NULL,
+    role                  TEXT NOT NULL CHECK (role IN ('warmup','measured','cooldown')),
+    prompt_id             TEXT,
+    scheduled_s           REAL,
+    ready_s               REAL,
+    sent_s                REAL,
+    first_token_s         REAL,
+    done_s                REAL,
+    token_times_json      TEXT,
+    input_tokens          INTEGER,
+    output_tokens         INTEGER,
+    input_tokens_source   TEXT,
+    output_tokens_source  TEXT,
+    status                TEXT NOT NULL CHECK (status IN ('ok','failed')),
+    error                 TEXT,
+    http_status           INTEGER,
+    server_timings_json   TEXT
+)"""
+REQUESTS_INDEX = "CREATE INDEX IF NOT EXISTS requests_point ON requests(point_id)"
+
+#: Columns that release 4 adds to `points` (serving load points).
+_V4_POINT_COLUMNS = (
+    ("concurrency", "INTEGER"), ("target_rate_rps", "REAL"), ("achieved_rate_rps", "REAL"),
+    ("n_requests", "INTEGER"), ("n_failed", "INTEGER"),
+    *((f"{m}_{q}_s", "REAL") for m in ("ttft", "tpot", "itl", "e2e") for q in ("p50", "p90", "p99")),
+    ("requests_per_s", "REAL"), ("output_tokens_per_s", "REAL"), ("goodput_rps", "REAL"),
+    ("send_lag_p99_s", "REAL"), ("client_cpu_share", "REAL"), ("point_valid", "INTEGER"),
+    ("invalid_reason", "TEXT"), ("input_tokens_mean", "REAL"), ("output_tokens_mean", "REAL"),
+    ("token_source", "TEXT"),
+)
+
+
+def _v4_serving(c: sqlite3.Connection) -> None:
+    """Release 4: serving load points. A point's identity gains `load_point` (c8, r2.5): the points
+    table is rebuilt with UNIQUE (run_id, batch_size, seq_len, new_tokens, load_point), every row
+    and point_id kept ('' for points that are not load points); per-request rows in `requests`."""
+    have = _columns(c, "points")
+    for name, sql_type in _V4_POINT_COLUMNS:
+        if name not in have:
+            c.execute(f"ALTER TABLE points ADD COLUMN {name} {sql_type}")
+    info = c.execute("PRAGMA table_info(points)").fetchall()  # cid, name, type, notnull, default, pk
+    fixed = {"point_id", "run_id", "load_point"}
+    cols = [f"    {name} {typ}" + (" NOT NULL" if notnull else "") for _cid, name, typ, notnull, _d, _pk in info
+            if name not in fixed]
+    c.execute("CREATE TABLE points_v4 (\n"
+              "    point_id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+              "    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,\n"
+              + ",\n".join(cols) + ",\n"
+              "    load_point TEXT NOT NULL DEFAULT '',\n"
+              "    CHECK (status IN ('ok','failed')),\n"
+              "    UNIQUE (run_id, batch_size, seq_len, new_tokens, load_point)\n)")
+    names = ", ".join(["point_id", "run_id", *(r[1] for r in info if r[1] not in fixed)])
+    c.execute(f"INSERT INTO points_v4 ({names}) SELECT {names} FROM points")
+    c.execute("DROP TABLE points")
+    c.execute("ALTER TABLE points_v4 RENAME TO points")
+    c.execute("CREATE INDEX IF NOT EXISTS points_run ON points(run_id)")
+    c.execute(REQUESTS_DDL)
+    c.execute(REQUESTS_INDEX)
+
+
 #: (version it produces, what it does, the step). The store's version is its last step's.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = (
     (2, "typed columns for every known point field; engine under test per run", _v2_typed_columns),
     (3, "the subject under test per run (commit, branch, CI run); noise floors of the CI gate",
      _v3_gate),
+    (4, "serving: load points (load_point in a point's identity, latency percentiles, goodput, "
+        "client self-check) and one row per request", _v4_serving),
 )
 STORE_SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -14,7 +14,7 @@ import signal
 import time
 import traceback
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -176,17 +176,23 @@ def run_spec(spec: WorkloadSpec, store: ResultsStore, *, spec_path: str | None =
     backend = meter = None
     try:
         with sigterm_as_interrupt(), _nvtx(f"run {spec.name}"):
-            backend = backend_class(spec.backend["name"])(spec.backend_config, run_context(spec, device))
+            ctx = replace(run_context(spec, device), run_id=run_id, artifact_dir=Path(store.path).parent)
+            backend = backend_class(spec.backend["name"])(spec.backend_config, ctx)
             with _nvtx("load"):
                 info = backend.load()
                 store.set_backend_info(run_id, info, engine=backend.engine(), versions=software_versions())
             meter = _open_meter(spec, device)
             probes = _Probes(backend.timer(), backend.memory_probe(), meter)
             points = spec.points()
+            measures_itself = type(spec.backend_config).capabilities.measures_itself
             for i, point in enumerate(points):
                 progress.on_point_start(point, i, len(points))
-                row = _run_point(backend, point, spec, probes, progress, trace_dir, run_id)
-                store.add_point(run_id, row)
+                if measures_itself:  # a serving load point: the backend times every request itself
+                    row, requests = _run_load_point(backend, point)
+                    store.add_point(run_id, row, requests=requests)
+                else:
+                    row = _run_point(backend, point, spec, probes, progress, trace_dir, run_id)
+                    store.add_point(run_id, row)
                 result.points.append(row)
                 progress.on_point_end(point, row)
         _conclude(result)
@@ -244,6 +250,9 @@ def _conclude(result: RunResult) -> None:
     reasons = [f"{len(failed)} of {len(result.points)} points failed"] if failed else []
     if capped:
         reasons.append(f"{len(capped)} point(s) cut short by measure.max_seconds (fewer samples than asked)")
+    invalid = [p for p in result.points if p.get("point_valid") is False]
+    if invalid:
+        reasons.append(f"{len(invalid)} load point(s) invalid: the client was the bottleneck (invalid_reason)")
     result.reason = "; ".join(reasons) or None
     if failed and len(failed) == len(result.points):
         # Nothing was measured: that is a failed run (exit 1), not a completed one.
@@ -265,6 +274,21 @@ def _close_quietly(store: ResultsStore, run_id: str, result: RunResult, attempts
         except Exception:
             if i + 1 < attempts:
                 time.sleep(0.5 * 2 ** i)
+
+
+def _run_load_point(backend, point: Point) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A point the backend measures itself (`Capabilities.measures_itself`): one call, its result
+    fields and per-request rows. A failure is the point's, and the run moves on."""
+    base = {"batch_size": point.batch_size, "seq_len": point.seq_len, "new_tokens": point.new_tokens,
+            "load_point": getattr(point.load, "label", None)}
+    try:
+        fields, requests = backend.run_load(point)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}".strip()[:2000],
+                "traceback": traceback.format_exc(limit=8)[-4000:]}, []
+    return {**base, "status": "ok", **fields}, requests
 
 
 def _run_point(backend, point: Point, spec: WorkloadSpec, probes: _Probes, progress: Progress,

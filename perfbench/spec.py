@@ -18,10 +18,11 @@ from perfbench.backends.base import BackendConfig, Point, SpecFacts
 from perfbench.errors import SpecError
 from perfbench.models.arch import PRESETS, ModelArch
 from perfbench.models.ref import ModelRef, ModelRefError, model_ref, weights_problem
+from perfbench.serving.spec import LoadSpec
 from perfbench.validation import problems as validation_problems
 from perfbench.validation import NAME_PATTERN, NAME_RULE, load_yaml_text, read_yaml
 
-Phase = Literal["prefill", "decode", "generate"]
+Phase = Literal["prefill", "decode", "generate", "serve"]
 #: Bounds on sizes a spec may ask for: far above any real workload, far below what breaks storage
 #: or arithmetic (a batch of 10^20 would pass to the store and fail there).
 MAX_BATCH = 1 << 20
@@ -70,6 +71,7 @@ class WorkloadSpec(BaseModel):
     weights: str | None = Field(default=None, description="local path to real weights (optional)")
     allow_pickle_weights: bool = Field(default=False, description=(
         "load pickle weight files (.bin, .pt): they can run code when loaded, so only for files you trust"))
+    load: LoadSpec | None = Field(default=None, description="phase serve: the load points (docs/serving.md)")
 
     @field_validator("batch_sizes")
     @classmethod
@@ -99,6 +101,10 @@ class WorkloadSpec(BaseModel):
         return config_class(self.backend["name"]).model_validate(self.backend)
 
     def points(self) -> list[Point]:
+        if self.phase == "serve" and self.load is not None:
+            # one point per load level: batch_size = requests in flight (closed) or the cap (open,
+            # 0 = none), seq_len 0 (prompts vary: input_tokens_mean), new_tokens = max_tokens
+            return [Point(p.plan.concurrency or 0, 0, self.load.max_tokens, load=p) for p in self.load.points(self.seed)]
         return [Point(b, self.seq_len, self.new_tokens) for b in self.batch_sizes]
 
     def normalised(self) -> dict[str, Any]:
@@ -160,6 +166,8 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
     if not isinstance(data, dict):
         raise SpecError(source, [("", f"expected a mapping of fields, got {type(data).__name__}")])
     problems: list[tuple[str, str]] = []
+    if data.get("phase") == "serve":  # a serving spec states load points, not batches
+        data = {"batch_sizes": [1], "seq_len": 1, **data}
     if isinstance(data.get("backend"), dict) and "name" not in data["backend"]:
         data = {**data, "backend": {"name": "torch", **data["backend"]}}  # torch is the default backend
     try:
@@ -210,6 +218,11 @@ def parse_spec(data: Any, source: str = "<spec>", *, check_device: bool = True) 
 
 
 def _phase_rules(spec: "WorkloadSpec") -> list[tuple[str, str]]:
+    if spec.phase == "serve":
+        return [] if spec.load is not None else [("load", "phase serve needs a load: section "
+                                                          "(concurrency: [...] or rates_rps: [...])")]
+    if spec.load is not None:
+        return [("load", "load: goes with phase: serve (a server measured under load)")]
     if spec.phase in ("decode", "generate") and spec.new_tokens < 1:
         return [("new_tokens", f"phase {spec.phase} needs new_tokens >= 1 "
                                "(tokens to produce per measured iteration)")]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from perfbench.errors import InputError, StoreError
-from perfbench.migrations import NOISE_FLOORS_DDL, STORE_SCHEMA_VERSION, upgrade
+from perfbench.migrations import NOISE_FLOORS_DDL, REQUESTS_DDL, REQUESTS_INDEX, STORE_SCHEMA_VERSION, upgrade
 from perfbench.schema import FIELDS, POINT_FIELDS, RESULT_SCHEMA_VERSION, from_row, to_columns
 
 DEFAULT_STORE = Path("results") / "perfbench.sqlite"
@@ -76,7 +76,9 @@ _TABLES = {"meta", "runs", "points", "calibrations"}
 
 def _points_table() -> str:
     """The points table, one column per field of the result schema (perfbench.schema)."""
-    cols = ",\n".join(f"    {f.column} {f.sql_type}" for f in POINT_FIELDS)
+    # load_point: part of a point's identity, '' for points that are not serving load points
+    cols = ",\n".join(f"    {f.column} {f.sql_type}" + (" NOT NULL DEFAULT ''" if f.name == "load_point" else "")
+                      for f in POINT_FIELDS)
     return ("CREATE TABLE IF NOT EXISTS points (\n"
             "    point_id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
             "    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,\n"
@@ -85,10 +87,11 @@ def _points_table() -> str:
             "    extra_json TEXT,\n"  # keys a store of an older release kept there, none of ours
             "    created_at TEXT NOT NULL,\n"
             "    CHECK (status IN ('ok','failed')),\n"
-            "    UNIQUE (run_id, batch_size, seq_len, new_tokens)\n);")
+            "    UNIQUE (run_id, batch_size, seq_len, new_tokens, load_point)\n);")
 
 
-_SCHEMA = _SCHEMA_TEMPLATE.format(points=_points_table()) + NOISE_FLOORS_DDL + ";\n"
+_SCHEMA = (_SCHEMA_TEMPLATE.format(points=_points_table()) + NOISE_FLOORS_DDL + ";\n" + REQUESTS_DDL + ";\n"
+           + REQUESTS_INDEX + ";\n")
 
 
 def db_timeout() -> float:
@@ -404,18 +407,45 @@ class ResultsStore:
                 c.execute("UPDATE runs SET versions_json=? WHERE run_id=?",
                           (json.dumps(versions, sort_keys=True), run_id))
 
-    def add_point(self, run_id: str, point: dict[str, Any]) -> None:
+    def add_point(self, run_id: str, point: dict[str, Any], requests: list[dict[str, Any]] | None = None) -> None:
         """Commit one finished point atomically. Every key must be a field of perfbench.schema
-        (SchemaError otherwise: a field nobody declared would vanish from every output)."""
+        (SchemaError otherwise: a field nobody declared would vanish from every output).
+        `requests`: a serving load point's per-request rows, committed with it (columns of the
+        `requests` table), so a point and its requests appear together or not at all."""
         cols = to_columns({"status": "ok", **point})
         if cols.get("samples_json") is None:
             cols["samples_json"] = "[]"
+        if cols.get("load_point", "") is None:
+            cols["load_point"] = ""
         with self.transaction("store a measurement point") as c:
-            c.execute(
+            cur = c.execute(
                 f"INSERT INTO points(run_id, schema_version, {', '.join(cols)}, created_at)"
                 f" VALUES (?, ?, {', '.join('?' * len(cols))}, ?)",
                 (run_id, RESULT_SCHEMA_VERSION, *cols.values(), utcnow()),
             )
+            if requests:
+                _insert_requests(c, run_id, cur.lastrowid, requests)
+
+    def get_requests(self, run_id: str, *, point_id: int | None = None) -> list[dict[str, Any]]:
+        """A run's per-request rows (serving), in load-point then send order; [] for a store of an
+        older release or a run that is not a serving run."""
+        run_id = self.resolve_run_id(run_id)
+        if "requests" not in self._tables():
+            return []
+        q, args = ("SELECT r.*, p.load_point FROM requests r JOIN points p USING (point_id) WHERE r.run_id=?",
+                   [run_id])
+        if point_id is not None:
+            q += " AND r.point_id=?"
+            args.append(point_id)
+        with self._translate_errors("read requests"):
+            rows = self._conn.execute(q + " ORDER BY r.point_id, r.idx", args).fetchall()
+        out = []
+        for r in rows:
+            d = {k: r[k] for k in r.keys() if not k.endswith("_json")}
+            d["token_times_s"] = _json_field(r["token_times_json"], "token_times_json", list)[0]
+            d["server_timings"] = _json_field(r["server_timings_json"], "server_timings_json", dict)[0] or None
+            out.append(d)
+        return out
 
     def finish_run(self, run_id: str, status: str, reason: str | None = None) -> None:
         if status not in RUN_STATUSES[1:]:
@@ -590,8 +620,17 @@ class ResultsStore:
             r = self._conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
             pts = self._conn.execute("SELECT * FROM points WHERE run_id=? ORDER BY point_id", (run_id,)).fetchall()
         skip = {"point_id", "run_id"}
-        return {"run": {k: _export_value(k, r[k]) for k in r.keys()},
-                "points": [{k: _export_value(k, p[k]) for k in p.keys() if k not in skip} for p in pts]}
+        out = {"run": {k: _export_value(k, r[k]) for k in r.keys()},
+               "points": [{k: _export_value(k, p[k]) for k in p.keys() if k not in skip} for p in pts]}
+        if "requests" in self._tables():  # serving load points: their per-request rows, by point index
+            index = {p["point_id"]: i for i, p in enumerate(pts)}
+            with self._translate_errors("export a run"):
+                reqs = self._conn.execute("SELECT * FROM requests WHERE run_id=? ORDER BY request_id",
+                                          (run_id,)).fetchall()
+            if reqs:
+                out["requests"] = [{"point": index[q["point_id"]], **{k: _export_value(k, q[k]) for k in q.keys()
+                                   if k not in ("request_id", "point_id", "run_id")}} for q in reqs]
+        return out
 
     def import_runs(self, runs: list[dict[str, Any]], *, source: str) -> tuple[list[str], list[str]]:
         """Add exported runs in one transaction: (added, already present). A run id already here
@@ -604,6 +643,10 @@ class ResultsStore:
                 _check_columns(source, f"runs[{i}].run", run, run_cols)
                 for j, p in enumerate(points):
                     _check_columns(source, f"runs[{i}].points[{j}]", p, point_cols)
+                if item.get("requests"):
+                    req_cols = self._columns("requests") - {"request_id", "point_id", "run_id"} | {"point"}
+                    for j, q in enumerate(item["requests"]):
+                        _check_columns(source, f"runs[{i}].requests[{j}]", q, req_cols)
                 rid = run["run_id"]
                 if c.execute("SELECT 1 FROM runs WHERE run_id=?", (rid,)).fetchone():
                     if self.export_run(rid) != item:
@@ -612,10 +655,28 @@ class ResultsStore:
                     present.append(rid)
                     continue
                 _insert_row(c, "runs", {k: _import_value(k, v) for k, v in run.items()})
-                for p in points:
-                    _insert_row(c, "points", {"run_id": rid, **{k: _import_value(k, v) for k, v in p.items()}})
+                ids = [_insert_row(c, "points", {"run_id": rid, **{k: _import_value(k, v) for k, v in p.items()}})
+                       for p in points]
+                for q in item.get("requests", []):
+                    _insert_row(c, "requests", {"run_id": rid, "point_id": ids[q["point"]],
+                                                **{k: _import_value(k, v) for k, v in q.items() if k != "point"}})
                 added.append(rid)
         return added, present
+
+
+_REQUEST_COLUMNS = ("idx", "role", "prompt_id", "scheduled_s", "ready_s", "sent_s", "first_token_s", "done_s",
+                    "token_times_json", "input_tokens", "output_tokens", "input_tokens_source",
+                    "output_tokens_source", "status", "error", "http_status", "server_timings_json")
+
+
+def _insert_requests(c: sqlite3.Connection, run_id: str, point_id: int, requests: list[dict[str, Any]]) -> None:
+    cols = ("point_id", "run_id", *_REQUEST_COLUMNS)
+    rows = []
+    for r in requests:
+        vals = {**r, "token_times_json": json.dumps(r.get("token_times_s") or []),
+                "server_timings_json": json.dumps(r["server_timings"]) if r.get("server_timings") else None}
+        rows.append((point_id, run_id, *(vals.get(k) for k in _REQUEST_COLUMNS)))
+    c.executemany(f"INSERT INTO requests({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
 
 
 #: JSON columns the store writes with sorted keys; re-serialised the same way on import.
@@ -648,7 +709,8 @@ def _check_columns(source: str, where: str, row: dict[str, Any], allowed: set[st
                          "column: a file from a newer perfbench?); import refused, nothing written")
 
 
-def _insert_row(c: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+def _insert_row(c: sqlite3.Connection, table: str, row: dict[str, Any]) -> int:
     cols = list(row)
-    c.execute(f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-              [row[k] for k in cols])
+    cur = c.execute(f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    [row[k] for k in cols])
+    return int(cur.lastrowid)

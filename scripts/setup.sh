@@ -32,7 +32,7 @@ fi
 # llama-cpp-python has no wheel for every platform: pip builds it from source once (about 10 minutes
 # on 2 cores) and reuses the built wheel from its cache afterwards.
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}
-pip_install -e ".[${PERFBENCH_EXTRAS:-torch,hf-pipeline,llama-cpp,dev}]"
+pip_install -e ".[${PERFBENCH_EXTRAS:-torch,hf-pipeline,llama-cpp,serving,dev}]"
 echo "setup: ready ($("$VPY" -c 'import perfbench, importlib.metadata as m
 def v(d):
     try:

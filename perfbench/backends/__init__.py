@@ -19,6 +19,7 @@ BACKENDS: dict[str, str] = {
     "hf-pipeline": "perfbench.backends.hf_pipeline",
     "llama-cpp": "perfbench.backends.llama_cpp",
     "vllm": "perfbench.backends.vllm",
+    "openai-http": "perfbench.backends.openai_http",  # servers under load (phase serve)
 }
 
 

@@ -30,6 +30,9 @@ class Capabilities:
     devices: tuple[str, ...]
     model_kinds: tuple[str, ...]  # synthetic | hf | gguf
     batching: bool = True  # batches above 1
+    #: the backend measures a whole point itself (`Backend.run_load`): a serving load point is many
+    #: concurrent requests timed per request, not one step the runner repeats (docs/serving.md)
+    measures_itself: bool = False
 
 
 class BackendConfig(BaseModel):
@@ -66,6 +69,7 @@ class Point:
     batch_size: int
     seq_len: int
     new_tokens: int
+    load: Any = None  # phase serve: the load point (perfbench.serving.spec.ServePoint: plan + load section)
 
     def tokens_per_step(self, phase: str) -> int:
         """Tokens one step is asked to process: prompt tokens for prefill, new tokens otherwise."""
@@ -84,6 +88,8 @@ class RunContext:
     device: str  # "cpu" or "cuda", resolved
     seed: int
     cache_dir: Path  # where derived artefacts (tokenizers, GGUF files) are built and reused
+    run_id: str | None = None
+    artifact_dir: Path | None = None  # kept with the run's store (a started server's log)
 
 
 @dataclass
@@ -165,6 +171,11 @@ class Backend(ABC):
         from perfbench.reports import tokens_fields
 
         return tokens_fields(point, self.ctx.phase, reports, latency_median_s)
+
+    def run_load(self, point: Point) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Backends whose capabilities say `measures_itself`: run one whole point and return its
+        result fields (perfbench.schema) and its per-request rows (the store's `requests` table)."""
+        raise NotImplementedError(f"backend {self.config.name} does not measure points itself")
 
     def release(self) -> None:
         """Free per-point memory before the next point (after an OOM in particular)."""

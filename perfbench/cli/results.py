@@ -105,6 +105,8 @@ def show(
     check_format(fmt, ("table", "json", "csv"))
     with ResultsStore(store, create=False) as st:
         run = st.get_run(run_id)
+        if any(p.get("load_point") for p in run["points"]):  # a serving run: its per-request rows too
+            run["requests"] = st.get_requests(run["run_id"])
     if fmt == "json":
         print_json(run)
         return
@@ -121,6 +123,12 @@ def show(
     console.print(f"  hardware: {markup(fp.get('cpu_model'))} x{markup(fp.get('cpu_cores_logical'))}, "
                   f"GPU: {markup(gpus)} [dim](id {markup(run['hardware_id'])})[/]  device: {markup(run['device'])}")
     console.print(f"  engine: {markup(_engine_label(run.get('engine')))}", highlight=False)
+    server = run.get("backend_info") or {}
+    if server.get("server_url"):  # a serving run: the server is not (necessarily) this machine
+        console.print(f"  server: {markup(server['server_url'])} ({markup(server.get('api'))}), hardware: "
+                      f"{markup(server.get('server_hardware'))}; {markup(server.get('hardware_note'))}"
+                      + (f"; log {markup(server['server_log'])}" if server.get("server_log") else ""),
+                      highlight=False)
     console.print(f"  versions: torch {markup(v.get('torch'))}, transformers {markup(v.get('transformers'))}, "
                   f"cuda {markup(v.get('cuda'))}, python {markup(v.get('python'))}  commit {markup(run['commit'])}")
     console.print(f"  started {markup(run['created_at'])}  ended {markup(run['ended_at'] or '-')}")
@@ -129,3 +137,46 @@ def show(
         if p.get("damaged"):
             console.print(f"[yellow]damaged:[/] point batch {markup(p['batch_size'])}: unreadable "
                           f"{markup(', '.join(p['damaged']))} (shown as -)")
+
+
+@app.command("export")
+def export(
+    runs: list[str] = typer.Argument(..., help="Run ids (unique prefixes), or filters KEY:VALUE,... as in "
+                                               "`perfbench compare` (e.g. branch:main,last:5)."),
+    out: Path = typer.Option(..., "--out", help="The JSON file to write (a CI artifact)."),
+    store: Path = store_option(),
+) -> None:
+    """Export runs losslessly (raw samples, provenance, the subject under test) to a JSON file."""
+    from perfbench.cli._console import console
+    from perfbench.gate.compare import select_runs
+    from perfbench.gate.transfer import export_runs, write_export
+    from perfbench.store import ResultsStore
+
+    with ResultsStore(store, create=False) as st:
+        ids = [r["run_id"] for expr in runs for r in select_runs(st, expr, "RUN")]
+        doc = export_runs(st, ids)
+    write_export(doc, out)
+    console.print(f"exported {len(doc['runs'])} run(s) to {escape_text(str(out))}", highlight=False)
+
+
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="A file written by `perfbench results export`."),
+    store: Path = store_option(),
+) -> None:
+    """Import exported runs; idempotent (runs already present are skipped) and all or nothing."""
+    from perfbench.cli._console import console
+    from perfbench.gate.transfer import read_export
+    from perfbench.store import ResultsStore
+
+    runs = read_export(file)  # validated whole before the store is opened
+    with ResultsStore(store) as st:
+        added, present = st.import_runs(runs, source=str(file))
+    console.print(f"imported {len(added)} run(s) into {escape_text(str(store))}"
+                  + (f"; {len(present)} already present, skipped" if present else ""), highlight=False)
+
+
+def escape_text(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

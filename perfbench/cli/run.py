@@ -47,6 +47,11 @@ def points_table(points: list[dict], title: str | None = None):
     """The summary table shared by `run` and `results show`."""
     from rich.table import Table
 
+    if any(p.get("load_point") for p in points):  # a serving run: one row per load point
+        from perfbench.cli.serving_table import serving_table
+
+        return serving_table(points, title)
+
     t = Table(title=title)
     marks: set[str] = set()
     optional = [c for c in _OPTIONAL_COLUMNS if any(p.get(c[1]) is not None for p in points)]
@@ -136,7 +141,7 @@ def run(
 
             bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err_console, transient=True)
-            points_task = bar.add_task("points", total=len(ws.batch_sizes))
+            points_task = bar.add_task("points", total=len(ws.points()))
             iter_task = bar.add_task("iterations", total=ws.measure.repeats)
             label = {"point": ""}
 

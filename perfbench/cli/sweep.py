@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-from perfbench.cli.options import check_format, store_option
+from perfbench.cli.options import check_format, check_out_dir, store_option
 from perfbench.textsafe import markup
 from typer.core import TyperGroup
 
@@ -348,9 +348,11 @@ def plot(
     from perfbench.sweep.landscape import load_sweep_data
     from perfbench.sweep.plots import plot_sweep
 
+    if out is not None:
+        check_out_dir(out)
     with _open_store(store) as st:
         summary, df, sweep = load_sweep_data(st, sweep_id)
-    out = out or Path("results") / "sweeps" / summary["sweep_id"]
+    out = check_out_dir(out or Path("results") / "sweeps" / summary["sweep_id"])
     files = plot_sweep(df, sweep.param_names, sweep.metric, sweep.goal, out,
                        axes=sweep.axes(), title=f"{summary['name']} ({summary['hardware_id']})")
     for f in files:

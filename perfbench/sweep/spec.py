@@ -202,6 +202,10 @@ def _sub_fields(head: str, base: WorkloadSpec) -> list[str] | None:
         from perfbench.models.arch import ModelArch
 
         return sorted([*ModelArch.model_fields, "preset"])
+    if head == "load":  # serving load points (docs/serving.md)
+        from perfbench.serving.spec import LoadSpec
+
+        return sorted(LoadSpec.model_fields)
     return None
 
 

@@ -61,7 +61,7 @@ def main() -> None:
         from perfbench.textsafe import markup
 
         # The message quotes what the user wrote (a name, a path, a value): data, never markup.
-        err_console.print(f"[bold red]error:[/] {markup(exc)}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {markup(exc)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         from perfbench.cli._console import err_console

@@ -77,8 +77,8 @@ YAML_LIMITS = {"bytes": ("PERFBENCH_YAML_MAX_BYTES", 4 << 20),
                "nodes": ("PERFBENCH_YAML_MAX_NODES", 200_000)}
 
 
-def yaml_limit(kind: str) -> int:
-    env, default = YAML_LIMITS[kind]
+def env_limit(env: str, default: int) -> int:
+    """A limit that an environment variable may raise; a bad value is bad input naming it."""
     raw = os.environ.get(env)
     if raw is None:
         return default
@@ -89,6 +89,10 @@ def yaml_limit(kind: str) -> int:
     if value < 1:
         raise SpecError(env, [("", f"must be a positive whole number, got {raw!r}")])
     return value
+
+
+def yaml_limit(kind: str) -> int:
+    return env_limit(*YAML_LIMITS[kind])
 
 
 def read_yaml(path: Path) -> Any:

@@ -27,7 +27,7 @@ from perfbench.errors import SpecError
 from perfbench.schema import metrics
 from perfbench.spec import BATCH_SIZE, MeasureConfig, WorkloadSpec, parse_spec, set_path
 from perfbench.validation import problems as _problems
-from perfbench.validation import NAME_PATTERN, NAME_RULE, read_yaml, safe_name
+from perfbench.validation import NAME_PATTERN, NAME_RULE, env_limit, read_yaml, safe_name
 
 #: Metrics a sweep may optimise (point fields), with the goal used when the spec gives none: every
 #: field of the result schema that says whether higher is better.
@@ -43,16 +43,7 @@ MAX_GRID_ENV = "PERFBENCH_MAX_GRID"
 
 
 def max_grid() -> int:
-    import os
-
-    raw = os.environ.get(MAX_GRID_ENV, "1000000")
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise SpecError(MAX_GRID_ENV, [("", f"must be a positive whole number, got {raw!r}")])
-    return value
+    return env_limit(MAX_GRID_ENV, 1_000_000)
 #: Workload fields a parameter may not set: they name things, they do not change a measurement.
 _NOT_SWEEPABLE = ("name", "description")
 

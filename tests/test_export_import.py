@@ -99,12 +99,6 @@ def _mut(doc, fn):
 
 def test_serving_requests_travel_with_their_points(tmp_path):
     """Per-request rows of serving load points (table `requests`) are exported and re-linked."""
-    import inspect
-
-    import pytest
-
-    if "requests" not in inspect.signature(ResultsStore.add_point).parameters:
-        pytest.skip("this store has no per-request rows")
     src, dst = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
     with ResultsStore(src) as st:
         rid = add_run(st, batches=(1,))

@@ -50,7 +50,8 @@ except ImportError:  # pragma: no cover
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "fixtures" / "traces" / "h100" / "llama1b_generate8_b1.json.gz"
 
-CHILD = r"""
+#: Peak RSS of a child process, shared by the analysing and the HTA child.
+_PEAK_MB = r"""
 import json, resource, sys, time
 
 def peak_mb():  # VmHWM: this process's own peak (ru_maxrss can carry the forking parent's)
@@ -61,6 +62,9 @@ def peak_mb():  # VmHWM: this process's own peak (ru_maxrss can carry the forkin
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+CHILD = _PEAK_MB + r"""
 
 t0 = time.perf_counter()
 from perfbench.trace import analyze
@@ -108,17 +112,8 @@ with open(sys.argv[1], "rb") as fh:
 print(json.dumps({"floor_s": time.perf_counter() - t, "json_bytes": n, "inflater": name}))
 """
 
-HTA = r"""
-import json, os, resource, shutil, sys, tempfile, time
-
-def peak_mb():
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+HTA = _PEAK_MB + r"""
+import os, shutil, tempfile
 
 try:
     from hta.trace_analysis import TraceAnalysis

@@ -349,7 +349,7 @@ def test_nvml_without_counter_is_labelled_sampled(monkeypatch):
 def test_nvml_counter_measures_matmul():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
+        pytest.skip("needs a CUDA GPU (run `pytest -m gpu` on a GPU machine)")
     meter = open_meter("nvml", "cuda")
     assert meter.method == "nvml-counter", meter.note
     a = torch.randn(4096, 4096, device="cuda")

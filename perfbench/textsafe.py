@@ -51,3 +51,9 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def label(value: Any) -> str:
+    """Safe as plotly text (trace names, hover, titles, annotations): plotly renders a subset of
+    HTML there (`<b>`, `<a href>`), so `<`, `>` and `&` are escaped and show as written."""
+    return plain(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -94,3 +94,33 @@ def config_only_checkpoint(folder: Path, preset: str = "tiny-llama") -> Path:
 
     hf_config(PRESETS[preset]).save_pretrained(folder)
     return folder
+
+
+def pytest_configure(config):
+    """Browser tests (dash_duo) run headless: CI has no display."""
+    if hasattr(config.option, "headless"):
+        config.option.headless = True
+
+
+def browser_missing() -> str | None:
+    """Why the dashboard's browser tests cannot run here, or None when they can."""
+    import shutil
+
+    try:
+        import dash.testing  # noqa: F401  (dash[testing]: the dash_duo fixture)
+    except ImportError:
+        return "dash[testing] is not installed (PERFBENCH_EXTRAS=dev,dashboard bash scripts/setup.sh)"
+    if not (shutil.which("chromium") or shutil.which("google-chrome")) or not shutil.which("chromedriver"):
+        return "Chromium and its driver are not installed (apt-get install chromium chromium-driver)"
+    return None
+
+
+@pytest.fixture
+def dash_browser(request):
+    """dash_duo (a real headless Chromium), or a skip that says what is missing."""
+    reason = browser_missing()
+    if reason:
+        pytest.skip(reason)
+    duo = request.getfixturevalue("dash_duo")
+    duo.driver.set_window_size(1400, 1000)
+    return duo

@@ -1,0 +1,196 @@
+"""Runs: every run in a filterable, server-side paged table; selected runs plotted against batch
+size (median with its p10-p90 band), their raw samples as box plots, failed and noisy points marked.
+
+URL: ?model=..&backend=..&hardware=..&phase=..&dtype=..&status=..&since=YYYY-MM-DD&until=..&q=TEXT
+&runs=ID,ID&metric=latency|tokens&page=N
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+import pandas as pd
+from dash import Input, Output, State, callback, dash_table, dcc, html
+
+from perfbench.dashboard import style, urlstate
+from perfbench.dashboard.components import controls, empty_state, error_panel, evidence, labelled, page_layout, url_mirror
+from perfbench.dashboard.data import FILTERS, MAX_SELECTED, RunFilter, filter_options, points_frame, run_label, scoped_runs
+from perfbench.dashboard.source import open_store
+from perfbench.errors import PerfbenchError
+from perfbench.textsafe import label, plain
+
+PAGE = "runs"
+PAGE_SIZE = 25
+#: A point is marked noisy above this coefficient of variation of its samples.
+NOISY_CV = 0.1
+TABLE_COLUMNS = [("run_id", "run"), ("name", "name"), ("status", "status"), ("model", "model"),
+                 ("backend", "backend"), ("hardware_name", "hardware"), ("phase", "phase"), ("dtype", "dtype"),
+                 ("points_ok", "ok"), ("points_failed", "failed"), ("created_at", "started (UTC)")]
+_POINT_FIELDS = ["batch_size", "seq_len", "new_tokens", "status", "error", "latency_median_s", "latency_p10_s",
+                 "latency_p90_s", "latency_cv", "tokens_per_s", "samples_s", "n_samples"]
+
+urlstate.sync_url(f"{PAGE}-query")
+
+
+def _filter_from(query: dict[str, Any]) -> RunFilter:
+    return RunFilter(values={k: urlstate.items(query, k) for k in FILTERS},
+                     since=urlstate.text(query, "since"), until=urlstate.text(query, "until"),
+                     text=urlstate.text(query, "q"))
+
+
+@page_layout(PAGE)
+def layout(**query: Any) -> Any:
+    with open_store() as st:
+        runs = scoped_runs(st)
+    if runs.empty:
+        return empty_state("No runs in this store yet.", "perfbench run workloads/tiny-llama-cpu.yaml")
+    opts = filter_options(runs)
+    selected = urlstate.items(query, "runs", MAX_SELECTED)
+    dropdowns = [labelled(key, dcc.Dropdown(id=f"runs-f-{key}", options=opts[key], value=urlstate.items(query, key),
+                                             multi=True, placeholder="all")) for key in FILTERS]
+    return html.Div([
+        *url_mirror(PAGE),
+        dcc.Store(id="runs-selected", data=selected),
+        controls(*dropdowns,
+                 labelled("since", dcc.Input(id="runs-f-since", type="text", placeholder="YYYY-MM-DD",
+                                             value=urlstate.text(query, "since") or "", debounce=True)),
+                 labelled("until", dcc.Input(id="runs-f-until", type="text", placeholder="YYYY-MM-DD",
+                                             value=urlstate.text(query, "until") or "", debounce=True)),
+                 labelled("name or id", dcc.Input(id="runs-f-q", type="text", value=urlstate.text(query, "q") or "",
+                                                  debounce=True)),
+                 labelled("plot", dcc.RadioItems(id="runs-metric", value=urlstate.text(query, "metric", "latency",
+                                                                                       ("latency", "tokens")),
+                                                 options=[{"label": " latency", "value": "latency"},
+                                                          {"label": " tokens/s", "value": "tokens"}], inline=True))),
+        html.Div(id="runs-count", className="pb-muted"),
+        dash_table.DataTable(
+            id="runs-table", columns=[{"name": n, "id": c} for c, n in TABLE_COLUMNS],
+            page_action="custom", page_current=int(urlstate.number(query, "page", 0, 0, 1e6)), page_size=PAGE_SIZE,
+            sort_action="custom", sort_mode="single", sort_by=[], row_selectable="multi", selected_row_ids=selected,
+            style_table={"overflowX": "auto"}, style_cell={"fontSize": "0.85rem", "textAlign": "left"},
+            style_data_conditional=[{"if": {"filter_query": '{status} = "failed"'}, "color": "#D55E00"},
+                                    {"if": {"filter_query": '{status} = "running"'}, "color": "#0072B2"},
+                                    {"if": {"filter_query": '{status} = "interrupted"'}, "color": "#B07800"}]),
+        html.Div([html.Div(dcc.Graph(id="runs-batch"), className="pb-card"),
+                  html.Div(dcc.Graph(id="runs-samples"), className="pb-card")], className="pb-grid"),
+        html.Div(id="runs-evidence"),
+    ])
+
+
+dash.register_page(__name__, path="/", name="Runs", order=0, title="perfbench · runs", layout=layout)
+
+
+def _sorted(df: pd.DataFrame, sort_by: list[dict] | None) -> pd.DataFrame:
+    allowed = {c for c, _ in TABLE_COLUMNS}
+    if sort_by and sort_by[0].get("column_id") in allowed:
+        return df.sort_values(sort_by[0]["column_id"], ascending=sort_by[0].get("direction") == "asc", kind="stable")
+    return df
+
+
+@callback(Output("runs-table", "data"), Output("runs-table", "page_count"), Output("runs-count", "children"),
+          Output("runs-query", "data"),
+          *[Input(f"runs-f-{k}", "value") for k in FILTERS],
+          Input("runs-f-since", "value"), Input("runs-f-until", "value"), Input("runs-f-q", "value"),
+          Input("runs-table", "page_current"), Input("runs-table", "sort_by"), Input("runs-metric", "value"),
+          Input("runs-selected", "data"), Input("refresh-tick", "n_intervals"))
+def update_table(*args: Any):
+    """The page of runs the filters select (server-side: only PAGE_SIZE rows reach the browser)."""
+    values = dict(zip(FILTERS, args[:len(FILTERS)]))
+    since, until, text, page, sort_by, metric, selected, _tick = args[len(FILTERS):]
+    state = {**{k: v or [] for k, v in values.items()}, "since": since, "until": until, "q": text}
+    filt = _filter_from(state)
+    with open_store() as st:
+        runs = filt.apply(scoped_runs(st))
+    runs = _sorted(runs, sort_by)
+    pages = max(1, -(-len(runs) // PAGE_SIZE))
+    page = min(int(page or 0), pages - 1)
+    rows = runs.iloc[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
+    data = [{**{c: _cell(r[c]) for c, _ in TABLE_COLUMNS}, "id": r["run_id"]} for _, r in rows.iterrows()]
+    query = urlstate.query_string({**state, "metric": metric if metric != "latency" else None,
+                                   "page": page or None, "runs": selected or []})
+    return data, pages, f"{len(runs):,} runs match", query
+
+
+def _cell(v: Any) -> Any:
+    return None if v is None or (isinstance(v, float) and pd.isna(v)) else (v if isinstance(v, (int, float)) else plain(v))
+
+
+@callback(Output("runs-selected", "data"), Input("runs-table", "selected_row_ids"), prevent_initial_call=True)
+def remember_selection(ids: list[str] | None) -> list[str]:
+    return list(dict.fromkeys(ids or []))[:MAX_SELECTED]
+
+
+@callback(Output("runs-batch", "figure"), Output("runs-samples", "figure"), Output("runs-evidence", "children"),
+          Input("runs-selected", "data"), Input("runs-metric", "value"), Input("refresh-tick", "n_intervals"))
+def plot_selected(selected: list[str] | None, metric: str, _tick: int):
+    """Latency or tokens/s against batch size for the selected runs, and their raw samples."""
+    if not selected:
+        msg = "Select runs in the table to plot them against batch size."
+        return style.empty_figure(msg), style.empty_figure(msg), None
+    try:
+        with open_store() as st:
+            runs = scoped_runs(st)
+            runs = runs[runs["run_id"].isin(selected)]
+            pts = points_frame(st, list(runs["run_id"]), _POINT_FIELDS)
+            first = st.get_run(selected[0]) if selected[0] in set(runs["run_id"]) else None
+    except PerfbenchError as exc:
+        return style.empty_figure(str(exc)), style.empty_figure(str(exc)), error_panel(str(exc))
+    figs = batch_figures(runs, pts, metric or "latency")
+    return figs[0], figs[1], evidence(first) if first else None
+
+
+def batch_figures(runs: pd.DataFrame, pts: pd.DataFrame, metric: str = "latency") -> list[Any]:
+    """[median vs batch with p10-p90 bands, raw samples per point as box plots]."""
+    import plotly.graph_objects as go
+
+    ylab, yunit = ("latency (median)", "s") if metric == "latency" else ("throughput", "tokens/s")
+    fig = style.figure(f"{ylab} against batch size")
+    box = style.figure("raw samples per point")
+    by_run = runs.set_index("run_id")
+    for run_id, group in pts.groupby("run_id", sort=False):
+        run = by_run.loc[run_id]
+        name, col = label(run_label(run.to_dict() | {"run_id": run_id})), style.colour(run["hardware_id"])
+        ok = group[group["status"] == "ok"].sort_values("batch_size")
+        if metric == "latency":
+            lo, hi, mid = ok["latency_p10_s"], ok["latency_p90_s"], ok["latency_median_s"]
+        else:
+            toks = ok["tokens_per_s"] * ok["latency_median_s"]  # tokens per step
+            lo, hi, mid = toks / ok["latency_p90_s"], toks / ok["latency_p10_s"], ok["tokens_per_s"]
+        fig.add_trace(go.Scatter(x=list(ok["batch_size"]) + list(ok["batch_size"])[::-1], y=list(hi) + list(lo)[::-1],
+                                 fill="toself", fillcolor=col, opacity=0.18, line={"width": 0}, hoverinfo="skip",
+                                 showlegend=False, legendgroup=run_id))
+        noisy = ok["latency_cv"].fillna(0) > NOISY_CV
+        fig.add_trace(go.Scatter(x=ok["batch_size"], y=mid, mode="lines+markers", name=name, legendgroup=run_id,
+                                 line={"color": col},
+                                 marker={"symbol": ["diamond-open" if n else "circle" for n in noisy], "size": 9},
+                                 customdata=ok[["latency_cv"]].fillna(0).values,
+                                 hovertemplate="batch %{x}<br>%{y:.4g} " + yunit + "<br>cv %{customdata[0]:.1%}<extra></extra>"))
+        failed = group[group["status"] == "failed"]
+        if not failed.empty:
+            fig.add_trace(go.Scatter(x=failed["batch_size"], y=[mid.min() if len(mid) else 0] * len(failed),
+                                     mode="markers", name=label(f"failed · {run['name']}"), legendgroup=run_id,
+                                     marker={"symbol": "x", "size": 12, "color": "#D55E00"},
+                                     text=[label(e) for e in failed["error"]], hovertemplate="batch %{x}: failed<br>%{text}<extra></extra>"))
+        for _, p in ok.iterrows():
+            samples = p["samples_s"] or []
+            box.add_trace(go.Box(y=samples, name=label(f"b{p['batch_size']} · {str(run_id)[-6:]}"),
+                                 marker_color=col, boxpoints="all" if len(samples) <= 200 else "outliers",
+                                 jitter=0.4, showlegend=False))
+    fig.update_layout(xaxis=style.axis("batch size", "sequences", pts["batch_size"], log=None),
+                      yaxis=style.axis(ylab, yunit, pts["latency_median_s"] if metric == "latency" else pts["tokens_per_s"]),
+                      uirevision="runs")
+    box.update_layout(yaxis=style.axis("step time", "s"), uirevision="runs-box")
+    return [fig, box]
+
+
+def report_figures(st: Any, run_ids: list[str], sweep_ids: list[str]) -> list[tuple[str, Any]]:
+    """The figures of this page for `perfbench report`: (title, figure) pairs."""
+    runs = scoped_runs(st)
+    runs = runs[runs["run_id"].isin(run_ids)]
+    if runs.empty:
+        return []
+    pts = points_frame(st, list(runs["run_id"]), _POINT_FIELDS)
+    lat, box = batch_figures(runs, pts, "latency")
+    tok, _ = batch_figures(runs, pts, "tokens")
+    return [("Latency against batch size", lat), ("Tokens/s against batch size", tok), ("Raw samples", box)]

@@ -1,0 +1,91 @@
+"""One look for every figure: a stable colour per hardware and per backend, units on every axis,
+log axes where values span decades, WebGL above a few thousand points.
+
+Why stable colours: the same H100 is the same colour on every page and in every report, so a reader
+never re-learns a legend. A value's colour comes from a hash of the value, not from its position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable
+
+from perfbench.textsafe import label
+
+#: Colour-blind-friendly palette (Okabe-Ito, then Tableau's extras).
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
+           "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF")
+#: Fixed colours for the backends perfbench ships, so they never collide with each other.
+BACKEND_COLOURS = {"torch": "#0072B2", "hf-pipeline": "#E69F00", "llama-cpp": "#009E73", "vllm": "#D55E00",
+                   "openai-http": "#CC79A7"}
+#: Above this many points a scatter uses WebGL (scattergl): SVG slows down past a few thousand.
+WEBGL_ABOVE = 5000
+VERDICT_COLOURS = {"slower": "#D55E00", "faster": "#009E73", "same": "#7F7F7F", "ambiguous": "#E69F00"}
+TEMPLATE = "plotly_white"
+
+
+def colour(value: Any, kind: str = "hardware") -> str:
+    """The colour of a hardware id, backend or any other category: the same everywhere."""
+    text = str(value)
+    if kind == "backend" and text in BACKEND_COLOURS:
+        return BACKEND_COLOURS[text]
+    digest = hashlib.sha256(f"{kind}:{text}".encode()).digest()
+    return PALETTE[digest[0] % len(PALETTE)]
+
+
+def colour_map(values: Iterable[Any], kind: str = "hardware") -> dict[str, str]:
+    return {str(v): colour(v, kind) for v in values}
+
+
+def scatter_kind(n_points: int) -> str:
+    """`scattergl` above WEBGL_ABOVE points, else `scatter`."""
+    return "scattergl" if n_points > WEBGL_ABOVE else "scatter"
+
+
+def spans_decades(values: Iterable[Any], decades: float = 1.5) -> bool:
+    """Whether positive values span more than `decades` powers of ten (then use a log axis)."""
+    xs = [float(v) for v in values if v is not None and _finite(v) and float(v) > 0]
+    if len(xs) < 2:
+        return False
+    import math
+
+    return math.log10(max(xs) / min(xs)) > decades
+
+
+def _finite(v: Any) -> bool:
+    try:
+        import math
+
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def axis(title: str, unit: str | None, values: Iterable[Any] = (), log: bool | None = None) -> dict[str, Any]:
+    """An axis with its unit in the title, log where the values span decades (or when asked)."""
+    values = list(values)
+    use_log = spans_decades(values) if log is None else log
+    out: dict[str, Any] = {"title": {"text": f"{title} ({unit})" if unit else title}}
+    if use_log:
+        out["type"] = "log"
+    return out
+
+
+def figure(title: str = "", **layout: Any):
+    """An empty figure in the dashboard's template, with a safe title."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.update_layout(template=TEMPLATE, title={"text": label(title)}, margin={"l": 60, "r": 20, "t": 50, "b": 50},
+                      legend={"orientation": "h", "y": -0.2}, **layout)
+    return fig
+
+
+def empty_figure(message: str):
+    """A figure that says why it is empty, instead of blank axes."""
+    fig = figure()
+    fig.add_annotation(text=label(message), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font={"size": 14})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig

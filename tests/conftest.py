@@ -124,3 +124,11 @@ def dash_browser(request):
     duo = request.getfixturevalue("dash_duo")
     duo.driver.set_window_size(1400, 1000)
     return duo
+
+
+@pytest.fixture(scope="session")
+def dashboard_store(tmp_path_factory) -> dict:
+    """One store with something for every dashboard page (tests/dashboard_store.py), built once."""
+    from tests.dashboard_store import build_store
+
+    return build_store(tmp_path_factory.mktemp("dashboard") / "store")

@@ -26,7 +26,7 @@ def _register() -> None:
     """Attach every command module that exists; each owns one command or command group."""
     import importlib
 
-    for mod_name in ("run", "hw", "results", "trace", "roofline", "calibrate", "sweep", "compare", "gate", "history"):
+    for mod_name in ("run", "hw", "results", "trace", "roofline", "calibrate", "sweep", "compare", "gate", "history", "dashboard"):
         try:
             mod = importlib.import_module(f"perfbench.cli.{mod_name}")
         except ModuleNotFoundError as exc:  # group not built yet

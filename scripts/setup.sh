@@ -21,18 +21,20 @@ pip_install() {
   "$VPY" -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 }
 
-case ",${PERFBENCH_EXTRAS:-torch}," in *,torch,*|*,hf-pipeline,*|*,vllm,*) want_torch=1 ;; *) want_torch=0 ;; esac
+EXTRAS=${PERFBENCH_EXTRAS:-torch,hf-pipeline,llama-cpp,serving,sweep,ray,dashboard,gate,dev}
+case ",${EXTRAS}," in *,torch,*|*,hf-pipeline,*|*,vllm,*) want_torch=1 ;; *) want_torch=0 ;; esac
 if [ "$want_torch" = 1 ] && ! "$VPY" -c 'import torch' >/dev/null 2>&1; then
   echo "setup: no torch found; installing the CPU build (${PERFBENCH_TORCH_SPEC:-torch==2.13.0})" >&2
   pip_install "${PERFBENCH_TORCH_SPEC:-torch==2.13.0}"
 fi
 
-# Extras: the backends' engines (torch, hf-pipeline, llama-cpp) and dev = test tools. Choose with
-# PERFBENCH_EXTRAS=llama-cpp (a Raspberry Pi needs no torch), add dashboard, sweep, ray, vllm (GPU).
+# Extras: by default every part that runs on a CPU: the backends' engines (torch, hf-pipeline,
+# llama-cpp), serving, sweeps, Ray, the dashboard, the CI gate and dev = test tools. Choose fewer with
+# PERFBENCH_EXTRAS=llama-cpp (a Raspberry Pi needs no torch); add vllm (GPU).
 # llama-cpp-python has no wheel for every platform: pip builds it from source once (about 10 minutes
 # on 2 cores) and reuses the built wheel from its cache afterwards.
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}
-pip_install -e ".[${PERFBENCH_EXTRAS:-torch,hf-pipeline,llama-cpp,serving,dev}]"
+pip_install -e ".[${EXTRAS}]"
 echo "setup: ready ($("$VPY" -c 'import perfbench, importlib.metadata as m
 def v(d):
     try:

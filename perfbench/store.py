@@ -213,6 +213,9 @@ class ResultsStore:
             with self._translate_errors("open"):
                 self._retry_busy(self._open_schema)
         except sqlite3.Error as exc:  # connect itself failed
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                raise StoreError(f"results store {self.path} is corrupt or not a SQLite database ({exc}); "
+                                 "move it aside or pass another --store") from None
             raise StoreError(f"cannot open results store {self.path}: {exc}") from None
 
     def _connect(self) -> sqlite3.Connection:

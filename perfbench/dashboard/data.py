@@ -86,8 +86,10 @@ def scoped_runs(store: ResultsStore) -> pd.DataFrame:
 
 
 def _subject(raw: str | None) -> dict[str, Any]:
+    if not isinstance(raw, str) or not raw:  # None reads as NaN in a pandas column
+        return {}
     try:
-        value = json.loads(raw) if raw else {}
+        value = json.loads(raw)
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}

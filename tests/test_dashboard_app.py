@@ -251,3 +251,36 @@ def _no_leftover_config():
 
     source.set_config(None)
 
+
+
+def _add_run(store: Path, source_run: str, name: str) -> None:
+    from perfbench.store import ResultsStore
+
+    with ResultsStore(store) as st:
+        src = st.get_run(source_run)
+        rid = st.create_run(name=name, spec=src["spec"], spec_hash=src["spec_hash"], fingerprint=src["fingerprint"],
+                            versions=src["versions"], commit=None, device=src["device"])
+        p = next(p for p in src["points"] if p["status"] == "ok")
+        st.add_point(rid, {k: p[k] for k in ("batch_size", "seq_len", "new_tokens", "latency_median_s", "samples_s")})
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_runs_written_while_open_appear_with_live_refresh(live, dashboard_store, tmp_path, dash_browser):
+    """The app keeps reading while a run writes to the store; refresh off freezes the view."""
+    from perfbench.dashboard.app import create_app
+
+    store = _copy_store(dashboard_store["store"], tmp_path / "live")
+    dash_browser.start_server(create_app(store, refresh_s=1))
+    dash_browser.wait_for_contains_text("#runs-count", "runs match", timeout=10)
+    n = int(dash_browser.find_element("#runs-count").text.split()[0].replace(",", ""))
+    if not live:
+        dash_browser.find_element("#refresh-on input").click()
+        time.sleep(1.5)
+    _add_run(store, dashboard_store["compare"][0], "written-while-open")
+    if live:
+        dash_browser.wait_for_contains_text("#runs-count", f"{n + 1:,} runs match", timeout=15)
+        dash_browser.wait_for_contains_text("#runs-table", "written-while-open", timeout=15)
+    else:
+        time.sleep(4)
+        assert dash_browser.find_element("#runs-count").text.startswith(f"{n:,} runs")
+    assert dash_browser.get_logs() == []

@@ -36,6 +36,21 @@ def open_store() -> Iterator[ResultsStore]:
         st.close()
 
 
+def signature() -> list[int]:
+    """(mtime, size) of the store and its WAL file: changes whenever a run writes, costs two stat
+    calls and no SQLite, so the app can poll it every few seconds."""
+    import os
+
+    out = []
+    for suffix in ("", "-wal"):
+        try:
+            st = os.stat(f"{store_path()}{suffix}")
+            out += [st.st_mtime_ns, st.st_size]
+        except OSError:
+            out += [0, 0]
+    return out
+
+
 def store_problem() -> str | None:
     """Why the store cannot be read now, or None when it can."""
     try:

@@ -48,8 +48,13 @@ def create_app(store: str | Path, config: Any = None, refresh_s: float = REFRESH
     import dash
     from dash import Dash, dcc, html
 
+    import plotly.io as pio
+
+    from perfbench.dashboard import style
+
     source.set_store(store)
     source.set_config(config)
+    pio.templates[style.TEMPLATE]  # plotly loads a template lazily (~0.5 s): once here, not in a callback
     app = Dash(__name__, use_pages=True, pages_folder="", assets_folder=str(Path(__file__).with_name("assets")),
                title="perfbench", suppress_callback_exceptions=True, update_title=None)
     _import_pages()

@@ -44,21 +44,22 @@ def scatter_kind(n_points: int) -> str:
 
 def spans_decades(values: Iterable[Any], decades: float = 1.5) -> bool:
     """Whether positive values span more than `decades` powers of ten (then use a log axis)."""
-    xs = [float(v) for v in values if v is not None and _finite(v) and float(v) > 0]
-    if len(xs) < 2:
-        return False
-    import math
+    import numpy as np
 
-    return math.log10(max(xs) / min(xs)) > decades
+    xs = pd_numeric(values)
+    xs = xs[np.isfinite(xs) & (xs > 0)]
+    return len(xs) >= 2 and float(np.log10(xs.max() / xs.min())) > decades
 
 
-def _finite(v: Any) -> bool:
+def pd_numeric(values: Iterable[Any]):
+    """Values as a float array, anything that is not a number as NaN (vectorised: 50,000 points)."""
+    import numpy as np
+    import pandas as pd
+
     try:
-        import math
-
-        return math.isfinite(float(v))
+        return np.asarray(values, dtype=float)
     except (TypeError, ValueError):
-        return False
+        return pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=float)
 
 
 def axis(title: str, unit: str | None, values: Iterable[Any] = (), log: bool | None = None) -> dict[str, Any]:

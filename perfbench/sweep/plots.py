@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from perfbench.errors import InputError
+from perfbench.textsafe import label
 from perfbench.sweep.landscape import measured_trials, unhash, value_key, best_point
 
 #: At most this many parameter pairs get heatmaps/contours (every pair of a 6-D sweep is 15).
@@ -266,11 +267,11 @@ def plotly_heatmap(df: pd.DataFrame, x: str, y: str, params: list[str], metric: 
     """An interactive heatmap of one 2-D slice (a plotly Figure)."""
     go = _go()
     table, fixed = slice_frame(df, x, y, params, metric, goal, axes, fixed)
-    fig = go.Figure(go.Heatmap(z=table.values, x=list(table.columns), y=list(table.index),
+    fig = go.Figure(go.Heatmap(z=table.values, x=[label(v) for v in table.columns], y=[label(v) for v in table.index],
                                colorscale="Viridis", reversescale=goal != "maximize",
-                               colorbar={"title": metric}, hoverongaps=False))
-    fig.update_layout(title=f"{metric} over {x} x {y}" + (f" ({_fixed_label(fixed)})" if fixed else ""),
-                      xaxis={"title": x, "type": "category"}, yaxis={"title": y, "type": "category"})
+                               colorbar={"title": label(metric)}, hoverongaps=False))
+    fig.update_layout(title=label(f"{metric} over {x} x {y}" + (f" ({_fixed_label(fixed)})" if fixed else "")),
+                      xaxis={"title": label(x), "type": "category"}, yaxis={"title": label(y), "type": "category"})
     return fig
 
 
@@ -281,12 +282,14 @@ def plotly_contour(df: pd.DataFrame, x: str, y: str, params: list[str], metric: 
     table, fixed = slice_frame(df, x, y, params, metric, goal, axes, fixed)
     fig = go.Figure(go.Contour(z=table.values, x=list(range(len(table.columns))),
                                y=list(range(len(table.index))), colorscale="Viridis",
-                               reversescale=goal != "maximize", colorbar={"title": metric},
+                               reversescale=goal != "maximize", colorbar={"title": label(metric)},
                                connectgaps=False))
     fig.update_layout(
-        title=f"{metric} over {x} x {y}" + (f" ({_fixed_label(fixed)})" if fixed else ""),
-        xaxis={"title": x, "tickvals": list(range(len(table.columns))), "ticktext": list(table.columns)},
-        yaxis={"title": y, "tickvals": list(range(len(table.index))), "ticktext": list(table.index)})
+        title=label(f"{metric} over {x} x {y}" + (f" ({_fixed_label(fixed)})" if fixed else "")),
+        xaxis={"title": label(x), "tickvals": list(range(len(table.columns))),
+               "ticktext": [label(v) for v in table.columns]},
+        yaxis={"title": label(y), "tickvals": list(range(len(table.index))),
+               "ticktext": [label(v) for v in table.index]})
     return fig
 
 
@@ -299,16 +302,16 @@ def plotly_parallel(df: pd.DataFrame, params: list[str], metric: str, goal: str,
     for p in params:
         vals = _axis_values(df, p, axes)
         if _is_numeric_axis(vals):
-            dims.append({"label": p, "values": [float(unhash(v)) for v in m[p]]})
+            dims.append({"label": label(p), "values": [float(unhash(v)) for v in m[p]]})
         else:
             idx = {value_key(v): i for i, v in enumerate(vals)}
-            dims.append({"label": p, "values": [idx.get(value_key(unhash(v))) for v in m[p]],
-                         "tickvals": list(range(len(vals))), "ticktext": [str(v) for v in vals]})
-    dims.append({"label": metric, "values": m[metric].astype(float).tolist()})
+            dims.append({"label": label(p), "values": [idx.get(value_key(unhash(v))) for v in m[p]],
+                         "tickvals": list(range(len(vals))), "ticktext": [label(v) for v in vals]})
+    dims.append({"label": label(metric), "values": m[metric].astype(float).tolist()})
     fig = go.Figure(go.Parcoords(line={"color": m[metric].astype(float).tolist(), "colorscale": "Viridis",
                                        "reversescale": goal != "maximize", "showscale": True},
                                  dimensions=dims))
-    fig.update_layout(title=f"parallel coordinates: {metric}")
+    fig.update_layout(title=label(f"parallel coordinates: {metric}"))
     return fig
 
 

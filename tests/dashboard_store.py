@@ -7,7 +7,7 @@ What is real and what is derived:
   run against llama.cpp's server (a few seconds each);
 * an H100 run made from the real H100 fixture traces (tests/fixtures/traces/h100) with the untimed
   medians of their README, trace figures from perfbench's own analysis, on an H100 fingerprint;
-* a history of 12 runs on branch main, copied from the real tiny run with samples scaled (+8% from
+* a history of 16 runs on branch main, copied from the real tiny run with samples scaled (+8% from
   the 8th commit on), tagged with subjects, and energy fields on them (RAPL-style), so the history,
   compare and energy pages have series to show.
 """
@@ -19,6 +19,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "stores" / "f74d606"
 H100_TRACES = REPO / "tests" / "fixtures" / "traces" / "h100"
 H100_MEDIANS_MS = {1: 19.0, 16: 25.6, 64: 93.5}  # fallback; the README's table wins (scripts/gpu_check.py)
-HISTORY_RUNS = 12
+HISTORY_RUNS = 16  # 8 runs after the step: the gate's minimum segment (5) can see it
 HISTORY_STEP_AT = 8
 
 
@@ -124,7 +125,7 @@ def add_h100_run(st) -> str:
 
 
 def add_history(st, source_run: str) -> dict[str, Any]:
-    """12 runs of the source run's benchmark on branch main, commit by commit, 8% slower from the
+    """16 runs of the source run's benchmark on branch main, commit by commit, 8% slower from the
     8th commit on, with RAPL-style energy fields."""
     src = st.get_run(source_run)
     rng = random.Random(7)
@@ -150,6 +151,7 @@ def add_history(st, source_run: str) -> dict[str, Any]:
                                   "energy_per_token_j": 35.0 * med / p["tokens_per_step"], "energy_method": "rapl"})
         st.finish_run(run_id, "completed")
         runs.append(run_id)
+        time.sleep(0.002)  # distinct start times: history orders runs by them
     return {"name": src["name"], "hardware_id": src["hardware_id"], "spec_hash": src["spec_hash"], "runs": runs,
             "step_commit": f"{HISTORY_STEP_AT + 1:02d}" + "c0ffee" * 6 + f"{HISTORY_STEP_AT:02d}"}
 

@@ -32,10 +32,9 @@ SELECT r.run_id, r.name, r.status, r.reason, r.hardware_id, r.device, r.commit_s
        COALESCE(json_extract(r.fingerprint_json, '$.gpus[0].name'),
                 json_extract(r.fingerprint_json, '$.board_model'),
                 json_extract(r.fingerprint_json, '$.cpu_model')) AS hardware_name,
-       COALESCE(c.n_ok, 0) AS points_ok, COALESCE(c.n_failed, 0) AS points_failed
+       (SELECT COUNT(*) FROM points p WHERE p.run_id = r.run_id AND p.status = 'ok') AS points_ok,
+       (SELECT COUNT(*) FROM points p WHERE p.run_id = r.run_id AND p.status = 'failed') AS points_failed
 FROM runs r
-LEFT JOIN (SELECT run_id, SUM(status='ok') AS n_ok, SUM(status='failed') AS n_failed
-           FROM points GROUP BY run_id) c ON c.run_id = r.run_id
 """
 
 
@@ -56,10 +55,14 @@ def model_label(raw: Any) -> str:
     return str(model)
 
 
-def runs_frame(store: ResultsStore) -> pd.DataFrame:
-    """Every run, newest first, one row each: id, name, status, model, backend, hardware, phase,
-    dtype, dates, point counts and the subject (commit, branch) it measured."""
-    rows = store.query(_RUN_COLUMNS + " ORDER BY r.created_at DESC, r.run_id DESC", what="list runs")
+def runs_frame(store: ResultsStore, run_ids: list[str] | None = None) -> pd.DataFrame:
+    """Every run (or those of `run_ids`), newest first, one row each: id, name, status, model,
+    backend, hardware, phase, dtype, dates, point counts and the subject (commit, branch) it measured."""
+    where, args = "", []
+    if run_ids is not None:
+        args = list(dict.fromkeys(run_ids))[:MAX_SELECTED]
+        where = f" WHERE r.run_id IN ({_placeholders(args) or 'NULL'})"
+    rows = store.query(_RUN_COLUMNS + where + " ORDER BY r.created_at DESC, r.run_id DESC", args, what="list runs")
     df = pd.DataFrame([dict(r) for r in rows], columns=[
         "run_id", "name", "status", "reason", "hardware_id", "device", "commit_sha", "created_at",
         "ended_at", "sweep_id", "spec_hash", "spec_path", "host", "pid", "proc_start", "subject_json",
@@ -76,11 +79,11 @@ def runs_frame(store: ResultsStore) -> pd.DataFrame:
     return df.drop(columns=["model_raw", "host", "pid", "proc_start"])
 
 
-def scoped_runs(store: ResultsStore) -> pd.DataFrame:
+def scoped_runs(store: ResultsStore, run_ids: list[str] | None = None) -> pd.DataFrame:
     """`runs_frame`, limited to the saved dashboard's run filter when one is in use."""
     from perfbench.dashboard import source
 
-    df = runs_frame(store)
+    df = runs_frame(store, run_ids)
     scope = source.scope()
     return scope.apply(df) if scope is not None else df
 

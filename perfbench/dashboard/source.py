@@ -45,9 +45,11 @@ def signature() -> list[int]:
     for suffix in ("", "-wal"):
         try:
             st = os.stat(f"{store_path()}{suffix}")
-            out += [st.st_mtime_ns, st.st_size]
         except OSError:
             out += [0, 0]
+            continue
+        # an empty WAL file appears (new mtime) when a reader opens a checkpointed store: no change
+        out += [st.st_mtime_ns if st.st_size or not suffix else 0, st.st_size]
     return out
 
 

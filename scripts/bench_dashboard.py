@@ -1003,7 +1003,7 @@ def interactions(f: Facts) -> dict[str, list[tuple[str, Changes]]]:
             ("filter backend=vllm", lambda b: {("runs-f-backend", "value"): ["vllm"]}),
             ("page 3", lambda b: {("runs-table", "page_current"): 3}),
             ("sort by started", lambda b: {("runs-table", "sort_by"): [{"column_id": "created_at", "direction": "asc"}]}),
-            ("metric tokens/s", lambda b: {("runs-metric", "value"): "tokens"}),
+            ("filter since a date", lambda b: {("runs-f-since", "value"): "2026-06-01"}),
         ],
         "compare": [
             ("metric tokens/s", lambda b: {("compare-metric", "value"): "tokens_per_s"}),
@@ -1029,7 +1029,6 @@ def interactions(f: Facts) -> dict[str, list[tuple[str, Changes]]]:
             ("swap x/y", lambda b: {("sweeps-x", "value"): b.layout.get("sweeps-y", "value")[1],
                                     ("sweeps-y", "value"): b.layout.get("sweeps-x", "value")[1]}),
             ("vs another", lambda b: {("sweeps-vs", "value"): f.sweep_pair[1] if f.sweep_pair else None}),
-            ("click a trial", lambda b: {("sweeps-landscape", "clickData"): _figure_click(b, "sweeps-landscape")}),
         ],
         "history": [
             ("metric tokens/s", lambda b: {("history-metric", "value"): "tokens_per_s"}),

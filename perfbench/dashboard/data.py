@@ -183,3 +183,20 @@ def _shell_word(text: str) -> str:
     import shlex
 
     return shlex.quote(str(text))
+
+
+def warm_imports(*modules: str) -> None:
+    """Import slow optional modules (scipy, ruptures) in a background thread at app start, so the
+    first callback that needs them does not pay for the import. Missing ones are left to the page,
+    which says what to install."""
+    import importlib
+    import threading
+
+    def _load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+
+    threading.Thread(target=_load, name="perfbench-warm-imports", daemon=True).start()

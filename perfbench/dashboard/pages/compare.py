@@ -22,7 +22,7 @@ from dash.exceptions import PreventUpdate
 
 from perfbench.dashboard import source, style, urlstate
 from perfbench.dashboard.components import controls, empty_state, error_panel, evidence, labelled, page_layout, url_mirror
-from perfbench.dashboard.data import scoped_runs
+from perfbench.dashboard.data import scoped_runs, warm_imports
 from perfbench.dashboard.source import open_store
 from perfbench.errors import InputError, PerfbenchError
 from perfbench.schema import FIELDS
@@ -374,18 +374,4 @@ def _subject(raw: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def warm_imports() -> None:
-    """Import scipy's statistics in the background: the first comparison would otherwise pay half a
-    second for it. Without the gate extra nothing happens here; the page then says what to install."""
-    import threading
-
-    def _load() -> None:
-        try:
-            import scipy.stats  # noqa: F401
-        except ImportError:
-            pass
-
-    threading.Thread(target=_load, name="perfbench-warm-scipy", daemon=True).start()
-
-
-warm_imports()
+warm_imports("scipy.stats")  # the first comparison would otherwise pay half a second for them

@@ -24,7 +24,7 @@ from dash.exceptions import PreventUpdate
 
 from perfbench.dashboard import source, style, urlstate
 from perfbench.dashboard.components import controls, empty_state, error_panel, labelled, page_layout, url_mirror
-from perfbench.dashboard.data import MAX_SELECTED, points_frame, scoped_runs
+from perfbench.dashboard.data import MAX_SELECTED, points_frame, scoped_runs, warm_imports
 from perfbench.dashboard.source import open_store
 from perfbench.errors import PerfbenchError
 from perfbench.schema import FIELDS
@@ -515,19 +515,4 @@ def report_figures(st: Any, run_ids: list[str], sweep_ids: list[str]) -> list[tu
     return out
 
 
-def warm_imports() -> None:
-    """Import scipy and ruptures in the background: the first history would otherwise pay over half
-    a second for them. Without the gate extra nothing happens; the page says what to install."""
-    import threading
-
-    def _load() -> None:
-        try:
-            import ruptures  # noqa: F401
-            import scipy.stats  # noqa: F401
-        except ImportError:
-            pass
-
-    threading.Thread(target=_load, name="perfbench-warm-history", daemon=True).start()
-
-
-warm_imports()
+warm_imports("ruptures", "scipy.stats")  # the first history would otherwise pay half a second for them

@@ -269,8 +269,10 @@ def test_hostile_trace_paths_become_messages(hostile, pages):
 
 
 def test_a_huge_trace_is_not_read(hostile, pages, monkeypatch):
+    from perfbench.dashboard import traces
+
     _, _, trace = pages
-    monkeypatch.setattr(trace, "MAX_TRACE_BYTES", 1000)
+    monkeypatch.setattr(traces, "MAX_TRACE_BYTES", 1000)
     pid = _point_ids(hostile["store"], hostile["run"])[8]
     assert "above what the dashboard reads" in _texts(trace.show_point(pid))
 

@@ -10,10 +10,12 @@ import functools
 import json
 from typing import Any, Callable
 
-from dash import dcc, html
+import dash
+from dash import Input, Output, State, callback, dcc, html
 
 from perfbench.dashboard import source
-from perfbench.dashboard.data import repro_command
+from perfbench.dashboard.data import repro_command, store_version
+from perfbench.dashboard.source import open_store
 from perfbench.errors import PerfbenchError
 from perfbench.textsafe import plain
 
@@ -81,3 +83,16 @@ def evidence(run: dict[str, Any], point: dict[str, Any] | None = None) -> html.D
         html.H5("Spec"), html.Pre(plain(json.dumps(run.get("spec"), indent=2, default=str))),
         html.H5("Provenance"), html.Pre(plain(json.dumps(prov, indent=2, default=str))),
     ], className="pb-evidence")
+
+
+def watch_version(page: str) -> None:
+    """Register the callback that turns the global refresh tick into `{page}-version` changes."""
+
+    @callback(Output(f"{page}-version", "data"), Input("refresh-tick", "n_intervals"), State(f"{page}-version", "data"))
+    def watch(_tick: int | None, current: Any):
+        try:
+            with open_store() as st:
+                new = store_version(st)
+        except PerfbenchError as exc:
+            new = [str(exc)]
+        return dash.no_update if new == current else new

@@ -200,3 +200,12 @@ def warm_imports(*modules: str) -> None:
                 pass
 
     threading.Thread(target=_load, name="perfbench-warm-imports", daemon=True).start()
+
+
+def store_version(st: Any) -> list[Any]:
+    """A stamp that changes when a point is added, a run ends or a machine is calibrated: live
+    refresh redraws (and re-places, re-reads) only then."""
+    points = st.query("SELECT COUNT(*), MAX(point_id) FROM points", what="read the store's progress")[0]
+    runs = st.query("SELECT COUNT(*), MAX(ended_at), SUM(status='running') FROM runs", what="read the store's progress")[0]
+    cals = st.query("SELECT COUNT(*) FROM calibrations", what="read the store's progress")[0]
+    return [*points, *runs, *cals]

@@ -22,8 +22,8 @@ import pandas as pd
 from dash import Input, Output, State, callback, dash_table, dcc, html
 
 from perfbench.dashboard import source, style, urlstate
-from perfbench.dashboard.components import controls, empty_state, error_panel, labelled, page_layout, url_mirror
-from perfbench.dashboard.data import MAX_SELECTED, run_label, scoped_runs
+from perfbench.dashboard.components import controls, empty_state, error_panel, labelled, page_layout, url_mirror, watch_version
+from perfbench.dashboard.data import MAX_SELECTED, run_label, scoped_runs, store_version
 from perfbench.dashboard.source import open_store
 from perfbench.errors import PerfbenchError
 from perfbench.textsafe import label, plain
@@ -201,22 +201,7 @@ def cached_points(path: str, _version: str) -> pd.DataFrame:
         return energy_points(st, scoped_runs(st))
 
 
-def store_version(st: Any) -> list[Any]:
-    """A stamp that changes when a point is added or a run ends: live refresh redraws only then."""
-    points = st.query("SELECT COUNT(*), MAX(point_id) FROM points", what="read the store's progress")[0]
-    runs = st.query("SELECT COUNT(*), MAX(ended_at), SUM(status='running') FROM runs", what="read the store's progress")[0]
-    return [*points, *runs]
-
-
-@callback(Output("energy-version", "data"), Input("refresh-tick", "n_intervals"), State("energy-version", "data"))
-def watch(_tick: int, current: Any):
-    """A new stamp only when the store changed (see store_version)."""
-    try:
-        with open_store() as st:
-            new = store_version(st)
-    except PerfbenchError as exc:
-        new = [str(exc)]
-    return dash.no_update if new == current else new
+watch_version(PAGE)
 
 
 @callback(Output("energy-leaderboard", "figure"), Output("energy-per-token", "figure"), Output("energy-power", "figure"),

@@ -22,7 +22,9 @@ from dash import Input, Output, callback, dash_table, dcc, html
 from perfbench.dashboard import style, urlstate
 from perfbench.dashboard.components import controls, empty_state, error_panel, labelled, page_layout, url_mirror
 from perfbench.dashboard.data import run_label, scoped_runs
-from perfbench.dashboard.pages.trace import store_version, trace_analysis, watch_version
+from perfbench.dashboard.components import watch_version
+from perfbench.dashboard.data import store_version
+from perfbench.dashboard.traces import trace_analysis
 from perfbench.dashboard.source import open_store
 from perfbench.errors import PerfbenchError
 from perfbench.textsafe import label, plain

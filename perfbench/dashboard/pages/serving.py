@@ -13,11 +13,11 @@ from typing import Any
 
 import dash
 import pandas as pd
-from dash import Input, Output, State, callback, dcc, html
+from dash import Input, Output, callback, dcc, html
 
 from perfbench.dashboard import style, urlstate
-from perfbench.dashboard.components import controls, empty_state, error_panel, evidence, labelled, page_layout, url_mirror
-from perfbench.dashboard.data import MAX_SELECTED, points_frame, run_label, scoped_runs
+from perfbench.dashboard.components import controls, empty_state, error_panel, evidence, labelled, page_layout, url_mirror, watch_version
+from perfbench.dashboard.data import MAX_SELECTED, points_frame, run_label, scoped_runs, store_version
 from perfbench.dashboard.source import open_store
 from perfbench.errors import PerfbenchError
 from perfbench.textsafe import label, plain
@@ -75,22 +75,7 @@ def layout(**query: Any) -> Any:
 dash.register_page(__name__, path="/serving", name="Serving", order=6, title="perfbench · serving", layout=layout)
 
 
-def store_version(st: Any) -> list[Any]:
-    """A stamp that changes when a point is added or a run ends: live refresh redraws only then."""
-    points = st.query("SELECT COUNT(*), MAX(point_id) FROM points", what="read the store's progress")[0]
-    runs = st.query("SELECT COUNT(*), MAX(ended_at), SUM(status='running') FROM runs", what="read the store's progress")[0]
-    return [*points, *runs]
-
-
-@callback(Output("serving-version", "data"), Input("refresh-tick", "n_intervals"), State("serving-version", "data"))
-def watch(_tick: int, current: Any):
-    """A new stamp only when the store changed (see store_version)."""
-    try:
-        with open_store() as st:
-            new = store_version(st)
-    except PerfbenchError as exc:
-        new = [str(exc)]
-    return dash.no_update if new == current else new
+watch_version(PAGE)
 
 
 @callback(Output("serving-latency", "figure"), Output("serving-throughput", "figure"),

@@ -12,19 +12,16 @@ URL: ?runs=ID,ID&split=hardware&point=POINT_ID
 
 from __future__ import annotations
 
-import functools
-import os
-import stat
-from pathlib import Path
 from typing import Any
 
 import dash
 import pandas as pd
 from dash import Input, Output, State, callback, dash_table, dcc, html
 
-from perfbench.dashboard import source, style, urlstate
-from perfbench.dashboard.components import controls, empty_state, error_panel, evidence, labelled, page_layout, url_mirror
-from perfbench.dashboard.data import points_frame, run_label, scoped_runs
+from perfbench.dashboard import style, urlstate
+from perfbench.dashboard.components import controls, empty_state, error_panel, evidence, labelled, page_layout, url_mirror, watch_version
+from perfbench.dashboard.data import points_frame, run_label, scoped_runs, store_version
+from perfbench.dashboard.traces import trace_analysis
 from perfbench.dashboard.source import open_store
 from perfbench.errors import PerfbenchError
 from perfbench.textsafe import label, plain
@@ -36,7 +33,6 @@ MAX_RUNS = 12
 DEFAULT_MACHINES = 4
 #: Largest decompressed trace the dashboard reads for one point. The CLI allows 4 GiB; a page must
 #: answer sooner, and `perfbench trace analyze --max-trace-bytes` reads bigger ones.
-MAX_TRACE_BYTES = 1 << 30
 TOP_KERNELS = 15
 TOP_FUSION = 10
 TRACE_COMMAND = "perfbench run SPEC --trace"
@@ -48,79 +44,7 @@ _ROWS = (("tklqt_us", "TKLQT", "us"), ("gpu_util", "GPU utilisation", "busy / sp
 urlstate.sync_url(f"{PAGE}-query")
 
 
-# -- trace files: hostile paths, bounded reads, cached analyses ----------------------------------
-
-
-def resolve_trace(path: Any, run_id: str) -> Path | None:
-    """The trace file a point names, or None. Why several places: `perfbench run` stores the path as
-    given (relative to the directory it ran in), and stores get moved; traces live in
-    `<store folder>/traces/<run id>/`. Only regular files count (no devices, FIFOs, folders)."""
-    if not isinstance(path, str) or not path or "\x00" in path:
-        return None
-    given = Path(path)
-    folder = source.store_path().parent
-    candidates = [given] + ([folder / given] if not given.is_absolute() else [])
-    candidates.append(folder / "traces" / str(run_id) / given.name)
-    for cand in candidates:
-        try:
-            if stat.S_ISREG(os.stat(cand).st_mode):
-                return cand
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def trace_analysis(path: Any, run_id: str) -> tuple[Any, str | None, tuple | None]:
-    """(Analysis or None, why not, cache key (path, mtime, size) or None) for a point's trace."""
-    found = resolve_trace(path, run_id)
-    if found is None:
-        return None, f"trace file not found: {plain(path)} (moved or deleted?)", None
-    st = os.stat(found)
-    if st.st_size > MAX_TRACE_BYTES:
-        from perfbench.trace.textio import human
-
-        return None, (f"trace {plain(found)} is {human(st.st_size)}, above what the dashboard reads; use "
-                      f"`perfbench trace analyze {found} --max-trace-bytes 8G`"), None
-    key = (str(found), st.st_mtime_ns, st.st_size)
-    an, why = _analysis_cached(*key)
-    return an, why, key
-
-
-@functools.lru_cache(maxsize=8)
-def _analysis_cached(path: str, mtime_ns: int, size: int) -> tuple[Any, str | None]:
-    """The bounded analysis of one trace file version (mtime and size are in the key, so a rewritten
-    file is read again). Failures are cached too: a malformed trace is not re-read on every refresh."""
-    from perfbench.trace.metrics import analyze
-
-    try:
-        return analyze(path, max_bytes=MAX_TRACE_BYTES), None
-    except (PerfbenchError, OSError, ValueError, MemoryError) as exc:
-        return None, f"trace unreadable: {plain(exc)}"
-
-
 # -- data ----------------------------------------------------------------------------------------
-
-
-def store_version(st: Any) -> list[Any]:
-    """A stamp that changes when a point is added, a run ends or a machine is calibrated: live
-    refresh redraws (and re-places, re-reads) only then."""
-    points = st.query("SELECT COUNT(*), MAX(point_id) FROM points", what="read the store's progress")[0]
-    runs = st.query("SELECT COUNT(*), MAX(ended_at), SUM(status='running') FROM runs", what="read the store's progress")[0]
-    cals = st.query("SELECT COUNT(*) FROM calibrations", what="read the store's progress")[0]
-    return [*points, *runs, *cals]
-
-
-def watch_version(page: str) -> None:
-    """Register the callback that turns the global refresh tick into `{page}-version` changes."""
-
-    @callback(Output(f"{page}-version", "data"), Input("refresh-tick", "n_intervals"), State(f"{page}-version", "data"))
-    def watch(_tick: int | None, current: Any):
-        try:
-            with open_store() as st:
-                new = store_version(st)
-        except PerfbenchError as exc:
-            new = [str(exc)]
-        return dash.no_update if new == current else new
 
 
 def traced_run_ids(st: Any) -> set[str]:

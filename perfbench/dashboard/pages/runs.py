@@ -153,9 +153,11 @@ def batch_figure(runs: pd.DataFrame, pts: pd.DataFrame, metric: str = "latency")
     fig = style.figure(f"{ylab} against batch size")
     by_run = runs.set_index("run_id")
     traces: list[dict] = []
+    seen: dict[str, int] = {}  # runs per hardware so far: same colour, told apart by dash and marker
     for run_id, group in pts.groupby("run_id", sort=False):
         run = by_run.loc[run_id]
-        traces += _run_traces(run_id, run, group, metric, yunit)
+        nth = seen[run["hardware_id"]] = seen.get(run["hardware_id"], -1) + 1
+        traces += _run_traces(run_id, run, group, metric, yunit, nth)
     fig.add_traces(traces)  # one call: plotly validates the list once
     ok_pts = pts[pts["status"] == "ok"]
     fig.update_layout(xaxis=style.axis("batch size", "sequences", ok_pts["batch_size"]),
@@ -164,8 +166,12 @@ def batch_figure(runs: pd.DataFrame, pts: pd.DataFrame, metric: str = "latency")
     return fig
 
 
-def _run_traces(run_id: str, run: pd.Series, group: pd.DataFrame, metric: str, yunit: str) -> list[dict]:
-    """One run's band, line and failed-point marks, as plain trace dicts."""
+_DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
+_MARKERS = ("circle", "square", "triangle-up", "diamond", "cross")
+
+
+def _run_traces(run_id: str, run: pd.Series, group: pd.DataFrame, metric: str, yunit: str, nth: int = 0) -> list[dict]:
+    """One run's band, line and failed-point marks, as plain trace dicts; `nth` run of its hardware."""
     name, col = label(run_label(run.to_dict() | {"run_id": run_id})), style.colour(run["hardware_id"])
     ok = group[group["status"] == "ok"].sort_values("batch_size")
     if metric == "latency":
@@ -178,7 +184,8 @@ def _run_traces(run_id: str, run: pd.Series, group: pd.DataFrame, metric: str, y
     out = [{"type": "scatter", "x": xs + xs[::-1], "y": list(hi) + list(lo)[::-1], "fill": "toself", "fillcolor": col,
             "opacity": 0.18, "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False, "legendgroup": run_id},
            {"type": "scatter", "x": xs, "y": list(mid), "mode": "lines+markers", "name": name, "legendgroup": run_id,
-            "line": {"color": col}, "marker": {"symbol": ["diamond-open" if n else "circle" for n in noisy], "size": 9},
+            "line": {"color": col, "dash": _DASHES[nth % len(_DASHES)]},
+            "marker": {"symbol": ["diamond-open" if n else _MARKERS[nth % len(_MARKERS)] for n in noisy], "size": 9},
             "customdata": ok[["latency_cv"]].fillna(0).values.tolist(),
             "hovertemplate": "batch %{x}<br>%{y:.4g} " + yunit + "<br>cv %{customdata[0]:.1%}<extra></extra>"}]
     failed = group[group["status"] == "failed"]

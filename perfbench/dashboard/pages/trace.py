@@ -115,6 +115,7 @@ def sweep_figure(series: list[dict[str, Any]], split: bool) -> Any:
         col = cols.index(s["hardware_id"]) + 1 if split else 1
         _add_series(fig, s, col, symbols[i % len(symbols)], show_legend=True)
     _layout_sweep(fig, series, len(cols))
+    fig.update_yaxes(showticklabels=True)  # shared scales, but every column readable on its own
     if not any(s["has_gpu"] for s in series):
         fig.add_annotation(text="CPU-only traces: no GPU activity, so no TKLQT or GPU utilisation (latency shown)",
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=1.0, yanchor="bottom")

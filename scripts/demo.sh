@@ -10,8 +10,11 @@ bash scripts/setup.sh
 .venv/bin/perfbench run workloads/tiny-llama-cpu.yaml "$@"
 if [ "${PERFBENCH_DEMO:-all}" != main ]; then
   echo "demo: filling the dashboard's pages (a traced run, a 3x3 sweep, a serving run; PERFBENCH_DEMO=main skips)" >&2
-  .venv/bin/perfbench run workloads/tiny-llama-cpu.yaml --trace -q >/dev/null
-  .venv/bin/perfbench sweep run workloads/sweeps/tiny-grid.yaml -q >/dev/null
-  .venv/bin/perfbench run workloads/serving-llama-cpp-tiny.yaml -q >/dev/null
+  log=$(mktemp)
+  quietly() { "$@" >"$log" 2>&1 || { cat "$log" >&2; echo "demo: failed: $*" >&2; exit 1; }; }
+  quietly .venv/bin/perfbench run workloads/tiny-llama-cpu.yaml --trace -q
+  quietly .venv/bin/perfbench sweep run workloads/sweeps/tiny-grid.yaml -q
+  quietly .venv/bin/perfbench run workloads/serving-llama-cpp-tiny.yaml -q
+  rm -f "$log"
 fi
 echo "demo: done. See it all in the dashboard: .venv/bin/perfbench dashboard  (then open http://127.0.0.1:8050)" >&2

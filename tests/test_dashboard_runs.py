@@ -109,3 +109,18 @@ def test_runs_page_in_a_browser(app, dashboard_store, dash_browser):
     assert dash_browser.find_element("#runs-table input[type=checkbox]").is_selected()
     assert dash_browser.find_element("#runs-count").text != total
     assert dash_browser.get_logs() == []
+
+
+def test_a_clicked_point_shows_its_evidence(app, dashboard_store):
+    from dash.exceptions import PreventUpdate
+
+    from perfbench.dashboard.pages import runs
+
+    lat, *_ = runs.plot_selected([dashboard_store["h100_run"]], 0)
+    line = next(t for t in lat.data if t.mode == "lines+markers")
+    click = {"points": [{"customdata": list(line.customdata[1])}]}
+    text = str(runs.point_evidence(click).to_plotly_json())
+    assert "batch 16" in text and "--set batch_size=16" in text
+    for bad in (None, {"points": [{}]}, {"points": [{"customdata": [0, 5, "x"]}]}):
+        with pytest.raises(PreventUpdate):
+            runs.point_evidence(bad)

@@ -75,8 +75,9 @@ def evidence(run: dict[str, Any], point: dict[str, Any] | None = None) -> html.D
             "commit": run.get("commit"), "created_at": run.get("created_at"), "status": run.get("status"),
             "versions": run.get("versions"), "engine": run.get("engine"), "subject": run.get("subject")}
     cmd = repro_command(run, point, store_flag=str(source.store_path()))
+    what = f"run {plain(run.get('run_id'))}" + (f", batch {point['batch_size']}" if point else "")
     return html.Details([
-        html.Summary(f"Evidence: run {plain(run.get('run_id'))}"),
+        html.Summary(f"Evidence: {what}"),
         html.P(["Reproduce: ", html.Code(cmd, className="pb-repro")]),
         html.P(["Full record: ", html.Code(f"perfbench results show {run.get('run_id')} --format json "
                                            f"--store {source.store_path()}")]),

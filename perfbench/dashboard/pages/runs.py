@@ -128,6 +128,28 @@ def remember_selection(ids: list[str] | None, data: list[dict] | None, before: l
     return merged
 
 
+@callback(Output("runs-evidence", "children", allow_duplicate=True), Input("runs-batch", "clickData"),
+          Input("runs-tokens", "clickData"), prevent_initial_call=True)
+def show_point(*clicks: dict | None):
+    """A clicked point's evidence: its run's spec and provenance, and the command that measures
+    just that point again."""
+    return point_evidence(dash.ctx.triggered[0]["value"] if dash.ctx.triggered else None)
+
+
+def point_evidence(click: dict | None) -> Any:
+    """Evidence for a figure click (customdata: cv, run id, batch size); PreventUpdate otherwise."""
+    data = ((click or {}).get("points") or [{}])[0].get("customdata")
+    if not isinstance(data, list) or len(data) < 3 or not isinstance(data[1], str):
+        raise dash.exceptions.PreventUpdate
+    try:
+        with open_store() as st:
+            run = st.get_run(data[1][:200])
+    except PerfbenchError as exc:
+        return error_panel(str(exc))
+    point = next((p for p in run["points"] if p["batch_size"] == data[2]), None)
+    return evidence(run, point)
+
+
 @callback(Output("runs-batch", "figure"), Output("runs-tokens", "figure"), Output("runs-samples", "figure"),
           Output("runs-evidence", "children"), Input("runs-selected", "data"), Input("refresh-tick", "n_intervals"))
 def plot_selected(selected: list[str] | None, _tick: int):
@@ -186,7 +208,7 @@ def _run_traces(run_id: str, run: pd.Series, group: pd.DataFrame, metric: str, y
            {"type": "scatter", "x": xs, "y": list(mid), "mode": "lines+markers", "name": name, "legendgroup": run_id,
             "line": {"color": col, "dash": _DASHES[nth % len(_DASHES)]},
             "marker": {"symbol": ["diamond-open" if n else _MARKERS[nth % len(_MARKERS)] for n in noisy], "size": 9},
-            "customdata": ok[["latency_cv"]].fillna(0).values.tolist(),
+            "customdata": [[cv, run_id, int(b)] for cv, b in zip(ok["latency_cv"].fillna(0), ok["batch_size"])],
             "hovertemplate": "batch %{x}<br>%{y:.4g} " + yunit + "<br>cv %{customdata[0]:.1%}<extra></extra>"}]
     failed = group[group["status"] == "failed"]
     if not failed.empty:

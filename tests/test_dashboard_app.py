@@ -284,3 +284,17 @@ def test_runs_written_while_open_appear_with_live_refresh(live, dashboard_store,
         time.sleep(4)
         assert dash_browser.find_element("#runs-count").text.startswith(f"{n:,} runs")
     assert dash_browser.get_logs() == []
+
+
+def test_without_the_dashboard_extra_the_command_says_what_to_install(tmp_path):
+    code = ("import importlib.abc, sys\n"
+            "class Absent(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name.split('.')[0] in ('dash', 'plotly'):\n"
+            "            raise ModuleNotFoundError(name, name=name)\n"
+            "sys.meta_path.insert(0, Absent())\n"
+            f"sys.argv = ['perfbench', 'dashboard', '--store', {str(tmp_path / 'x.sqlite')!r}]\n"
+            "from perfbench.cli import main\n"
+            "main()\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "perfbench[dashboard]" in r.stderr and "Traceback" not in r.stderr

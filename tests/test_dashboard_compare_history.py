@@ -172,7 +172,7 @@ def test_history_finds_the_step_at_its_commit(gate_store, pages):
 def test_history_click_compares_a_run_with_the_runs_before_it(built, pages):
     _, _, history = pages
     h = built["history"]
-    out = history.compare_clicked({"points": [{"customdata": [h["runs"][8], "x"]}]}, "latency_median_s", "b1-s64-n0")
+    out = history.compare_clicked({"points": [{"customdata": ["shown", "x", "", "", "", h["runs"][8]]}]}, "latency_median_s", "b1-s64-n0")
     text = _texts(out)
     assert "against the 5 run(s) before it" in text and f"perfbench compare {','.join(h['runs'][3:8])}" in text
     from dash.exceptions import PreventUpdate

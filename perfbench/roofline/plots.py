@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 
 
-def _roof(peak: float, bw: float, xs: np.ndarray) -> np.ndarray:
+def roof(peak: float, bw: float, xs: np.ndarray) -> np.ndarray:
+    """Attainable FLOP/s at arithmetic intensities `xs`: min(peak, intensity x bandwidth)."""
     return np.minimum(peak, xs * bw)
 
 
-def _x_range(rows: list[dict], ceilings: dict) -> np.ndarray:
+def x_range(rows: list[dict], ceilings: dict) -> np.ndarray:
+    """Intensities to draw roofs over: every point's and every ridge's, with room on both sides."""
     ais = [r["arithmetic_intensity"] for r in rows if r.get("arithmetic_intensity")]
     ais += [o["arithmetic_intensity"] for r in rows for o in r.get("ops", []) + r.get("operators", [])
             if o.get("arithmetic_intensity")]
@@ -36,11 +38,11 @@ def roofline_matplotlib(rows: list[dict], ceilings: dict, title: str = ""):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    xs = _x_range(rows, ceilings)
+    xs = x_range(rows, ceilings)
     styles = {"datasheet": dict(ls="--", color="0.45"), "measured": dict(ls="-", color="black")}
     for name, c in ceilings.items():
         if c:
-            ax.plot(xs, _roof(c["peak"], c["bandwidth"], xs), lw=1.8,
+            ax.plot(xs, roof(c["peak"], c["bandwidth"], xs), lw=1.8,
                     label=f"{name}: {c['peak'] / 1e12:.1f} TFLOP/s, {c['bandwidth'] / 1e9:.0f} GB/s",
                     **styles.get(name, {}))
     cmap = plt.get_cmap("viridis")
@@ -124,10 +126,10 @@ def roofline_plotly(rows: list[dict], ceilings: dict, title: str = "") -> Any:
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    xs = _x_range(rows, ceilings)
+    xs = x_range(rows, ceilings)
     for name, c in ceilings.items():
         if c:
-            fig.add_trace(go.Scatter(x=xs, y=_roof(c["peak"], c["bandwidth"], xs), mode="lines", name=name,
+            fig.add_trace(go.Scatter(x=xs, y=roof(c["peak"], c["bandwidth"], xs), mode="lines", name=name,
                                      line=dict(dash="dash" if name == "datasheet" else "solid")))
     fig.add_trace(go.Scatter(
         x=[r["arithmetic_intensity"] for r in rows], y=[r["achieved_flops_per_s"] for r in rows],

@@ -413,9 +413,9 @@ def _add_runs(fig, df: pd.DataFrame, x, data: dict, unit: str | None) -> None:
             x=x[m], y=sub["value"], mode="markers", name=kind,
             marker={"color": colour, "size": 9 if verdict else 6,
                     "symbol": "diamond" if kind.startswith("confirm") else ("x" if verdict else "circle")},
-            customdata=list(zip(sub["run_id"], [label(_txt(v)[:12]) for v in sub["commit"]],
+            customdata=list(zip([label(v) for v in sub["run_id"]], [label(_txt(v)[:12]) for v in sub["commit"]],
                                 [label(_txt(v)) for v in sub["branch"]], [label(_txt(v)) for v in sub["role"]],
-                                [str(v)[:19] for v in sub["created_at"]])),
+                                [label(str(v)[:19]) for v in sub["created_at"]], sub["run_id"])),  # [5]: the id itself
             hovertemplate="%{y:.4g} " + (unit or "") + "<br>commit %{customdata[1]} · %{customdata[2]}"
                           "<br>run %{customdata[0]} · role %{customdata[3]}<br>%{customdata[4]} UTC<extra></extra>"))
 
@@ -469,7 +469,7 @@ def update(name, hardware, spec, branch, metric, point, minseg, _tick=None):
 def compare_clicked(click: dict | None, metric: str | None, point: str | None):
     """The clicked run against its history baseline, as the gate compares it, with the command."""
     try:
-        run_id = str(click["points"][0]["customdata"][0])
+        run_id = str(click["points"][0]["customdata"][-1])
     except (TypeError, KeyError, IndexError):
         raise PreventUpdate from None
     metric = metric if metric in METRICS else DEFAULT_METRIC

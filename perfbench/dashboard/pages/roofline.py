@@ -164,16 +164,16 @@ def roofline_figure(placed: list[dict[str, Any]], names: dict[str, str], ops: bo
     types and projections) in the machine's colour."""
     import plotly.graph_objects as go
 
-    from perfbench.roofline.plots import _roof, _x_range
+    from perfbench.roofline.plots import roof as roof_at, x_range
 
     ok = [p for p in placed if "rows" in p]
     if not ok:
         return style.empty_figure("No run could be placed: see the messages above.")
     fig = style.figure("Roofline: achieved FLOP/s against arithmetic intensity")
     roofs = _roofs(ok, names)
-    xs = _x_range([r for p in ok for r in p["rows"]], {i: c for i, c in enumerate(roofs)})
+    xs = x_range([r for p in ok for r in p["rows"]], {i: c for i, c in enumerate(roofs)})
     for roof in roofs:
-        fig.add_trace(go.Scatter(x=xs, y=_roof(roof["peak"], roof["bandwidth"], xs), mode="lines",
+        fig.add_trace(go.Scatter(x=xs, y=roof_at(roof["peak"], roof["bandwidth"], xs), mode="lines",
                                  name=label(roof["name"]), hoverinfo="skip", legendgroup=roof["hardware_id"],
                                  line={"color": style.colour(roof["hardware_id"]),
                                        "dash": "dash" if roof["kind"] == "datasheet" else "solid"}))
@@ -190,7 +190,7 @@ def _add_run_points(fig: Any, p: dict[str, Any], symbol: str, ops: bool) -> None
     info, rows, ceil = _info(p), p["rows"], p["ceilings"]
     colour, name = style.colour(info["hardware_id"]), label(run_label(info))
     hover = [label(f"b{r['batch_size']} s{r['seq_len']}: {r['roof_share']:.0%} of the {ceil['source']} roof, "
-                   f"{r['bound']}-bound" + (f"<br>note: {r['note']}" if r.get("note") else ""))
+                   f"{r['bound']}-bound") + ("<br>note: " + label(r["note"]) if r.get("note") else "")
              for r in rows]
     fig.add_trace(go.Scatter(
         x=[r["arithmetic_intensity"] for r in rows], y=[r["achieved_flops_per_s"] for r in rows],

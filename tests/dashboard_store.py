@@ -170,5 +170,22 @@ def add_history(st, source_run: str) -> dict[str, Any]:
             "step_commit": f"{HISTORY_STEP_AT + 1:02d}" + "c0ffee" * 6 + f"{HISTORY_STEP_AT:02d}"}
 
 
+def component_text(component) -> str:
+    """Every string in a Dash component tree, joined (what a reader of the page sees)."""
+    out = []
+
+    def walk(c):
+        if isinstance(c, str):
+            out.append(c)
+        elif isinstance(c, (list, tuple)):
+            for x in c:
+                walk(x)
+        elif hasattr(c, "children"):
+            walk(c.children)
+
+    walk(component)
+    return " ".join(out)
+
+
 if __name__ == "__main__":  # python tests/dashboard_store.py FOLDER: build it to look at
     print(json.dumps(build_store(Path(sys.argv[1])), default=str, indent=2))

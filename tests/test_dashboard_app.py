@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO, run_cli
 
-pytest.importorskip("dash")
+pytest.importorskip("dash", reason="the dashboard extra: pip install 'perfbench[dashboard]' (scripts/setup.sh installs it)")
 
 HOSTILE = "<img src=x onerror=alert(1)>[red]x[/red]\x1b[2J"
 

@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from tests.dashboard_store import component_text
+
 pytest.importorskip("dash")
 pytest.importorskip("scipy")
 pytest.importorskip("ruptures")
@@ -55,21 +57,7 @@ def gate_store(tmp_path, pages):
     source.set_store(old)
 
 
-def _texts(component) -> str:
-    """Every string in a Dash component tree, joined (what a reader sees)."""
-    out = []
-
-    def walk(c):
-        if isinstance(c, str):
-            out.append(c)
-        elif isinstance(c, (list, tuple)):
-            for x in c:
-                walk(x)
-        elif hasattr(c, "children"):
-            walk(c.children)
-
-    walk(component)
-    return " ".join(out)
+_texts = component_text  # tests/dashboard_store.py
 
 
 # -- Compare: callbacks -----------------------------------------------------------------------------

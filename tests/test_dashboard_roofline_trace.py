@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.dashboard_store import component_text
+
 pytest.importorskip("dash")
 
 
@@ -52,20 +54,7 @@ def _find(component, cid):
     return None
 
 
-def _texts(component) -> str:
-    out = []
-
-    def walk(c):
-        if isinstance(c, str):
-            out.append(c)
-        elif isinstance(c, (list, tuple)):
-            for x in c:
-                walk(x)
-        elif hasattr(c, "children"):
-            walk(c.children)
-
-    walk(component)
-    return " ".join(out)
+_texts = component_text  # tests/dashboard_store.py
 
 
 def _names(fig) -> list[str]:

@@ -6,7 +6,7 @@ import urllib.parse
 
 import pytest
 
-pytest.importorskip("dash")
+pytest.importorskip("dash", reason="the dashboard extra: pip install 'perfbench[dashboard]' (scripts/setup.sh installs it)")
 
 N_FILTERS = 6  # model backend hardware phase dtype status
 

@@ -74,7 +74,7 @@ def runs_frame(store: ResultsStore, run_ids: list[str] | None = None) -> pd.Data
     for i in df.index[running]:
         if process_gone(df.at[i, "host"], df.at[i, "pid"], df.at[i, "proc_start"]):
             df.at[i, "status"] = "interrupted"
-    df["branch"] = [_subject(s).get("branch") for s in df["subject_json"]]
+    df["branch"] = [subject(s).get("branch") for s in df["subject_json"]]
     df["date"] = df["created_at"].str.slice(0, 10)
     return df.drop(columns=["model_raw", "host", "pid", "proc_start"])
 
@@ -88,7 +88,8 @@ def scoped_runs(store: ResultsStore, run_ids: list[str] | None = None) -> pd.Dat
     return scope.apply(df) if scope is not None else df
 
 
-def _subject(raw: str | None) -> dict[str, Any]:
+def subject(raw: Any) -> dict[str, Any]:
+    """A run's stored subject (commit, branch, role); {} when absent or damaged."""
     if not isinstance(raw, str) or not raw:  # None reads as NaN in a pandas column
         return {}
     try:

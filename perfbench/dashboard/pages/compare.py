@@ -11,7 +11,6 @@ URL: ?base=ID,ID&cand=ID,ID&metric=latency_median_s&threshold=5&paired=1
 
 from __future__ import annotations
 
-import json
 import shlex
 from typing import Any
 
@@ -22,7 +21,7 @@ from dash.exceptions import PreventUpdate
 
 from perfbench.dashboard import source, style, urlstate
 from perfbench.dashboard.components import controls, empty_state, error_panel, evidence, labelled, page_layout, url_mirror
-from perfbench.dashboard.data import scoped_runs, warm_imports
+from perfbench.dashboard.data import scoped_runs, subject, warm_imports
 from perfbench.dashboard.source import open_store
 from perfbench.errors import InputError, PerfbenchError
 from perfbench.schema import FIELDS
@@ -350,7 +349,7 @@ def report_figures(st: Any, run_ids: list[str], sweep_ids: list[str]) -> list[tu
 def _report_sides(runs: pd.DataFrame) -> tuple[list[str], list[str]] | None:
     if len(runs) == 2:
         return [runs["run_id"].iloc[0]], [runs["run_id"].iloc[1]]
-    subj = [_subject(s) for s in runs["subject_json"]]
+    subj = [subject(s) for s in runs["subject_json"]]
     if len(runs) < 2 or not all(subj):
         return None
     roles = [s.get("role") for s in subj]
@@ -363,15 +362,6 @@ def _report_sides(runs: pd.DataFrame) -> tuple[list[str], list[str]] | None:
         base = [i for i, s in zip(ids, subj) if s.get("commit") != newest]
         cand = [i for i, s in zip(ids, subj) if s.get("commit") == newest]
     return (base[-MAX_SIDE:], cand[-MAX_SIDE:]) if base and cand else None
-
-
-def _subject(raw: Any) -> dict:
-    """A run's subject (commit, branch, role); {} when absent (pandas reads a missing one as NaN)."""
-    try:
-        value = json.loads(raw) if isinstance(raw, str) and raw else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 warm_imports("scipy.stats")  # the first comparison would otherwise pay half a second for them

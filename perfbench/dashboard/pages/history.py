@@ -13,7 +13,6 @@ URL: ?name=WORKLOAD&hardware=ID&spec=HASH&branch=main&metric=latency_median_s&po
 
 from __future__ import annotations
 
-import json
 import shlex
 from typing import Any
 
@@ -24,7 +23,7 @@ from dash.exceptions import PreventUpdate
 
 from perfbench.dashboard import source, style, urlstate
 from perfbench.dashboard.components import controls, empty_state, error_panel, labelled, page_layout, url_mirror
-from perfbench.dashboard.data import MAX_SELECTED, points_frame, scoped_runs, warm_imports
+from perfbench.dashboard.data import MAX_SELECTED, points_frame, scoped_runs, subject, warm_imports
 from perfbench.dashboard.source import open_store
 from perfbench.errors import PerfbenchError
 from perfbench.schema import FIELDS
@@ -51,21 +50,12 @@ ALL_SPECS = "*"
 urlstate.sync_url(f"{PAGE}-query")
 
 
-def _subject(raw: Any) -> dict:
-    """A run's subject (commit, branch, role); {} when absent (pandas reads a missing one as NaN)."""
-    try:
-        value = json.loads(raw) if isinstance(raw, str) and raw else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def history_runs(st, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Completed runs that can be part of a history, oldest first, with subject, role and commit.
     Runs started in the same millisecond keep the order they were stored in (rowid), not their ids'."""
     runs = scoped_runs(st) if runs is None else runs
     df = runs[runs["status"] == "completed"].copy()
-    subj = [_subject(s) for s in df["subject_json"]]
+    subj = [subject(s) for s in df["subject_json"]]
     df["subject"] = subj
     df["role"] = [s.get("role") for s in subj]
     df["subject_commit"] = [s.get("commit") for s in subj]

@@ -161,11 +161,12 @@ def check_point(point: dict[str, Any]) -> dict[str, Any]:
         raise SchemaError(f"point fields not in perfbench.schema.POINT_FIELDS: {', '.join(unknown)}")
     out: dict[str, Any] = {}
     for name, value in point.items():
-        out[name] = _coerce(FIELDS[name], value)
+        out[name] = coerce_value(FIELDS[name], value)
     return out
 
 
-def _coerce(f: Field, v: Any) -> Any:
+def coerce_value(f: Field, v: Any) -> Any:
+    """A stored or imported value as its field's kind (the import checks it round-trips)."""
     if v is None or f.kind == "json":
         return v
     if f.kind == "int":
@@ -200,7 +201,7 @@ def from_row(row: Any, columns: set[str]) -> dict[str, Any]:
     for f in POINT_FIELDS:
         v = row[f.column] if f.column in columns else None
         try:
-            v = json.loads(v) if f.kind == "json" and v is not None else _coerce(f, v)
+            v = json.loads(v) if f.kind == "json" and v is not None else coerce_value(f, v)
         except (SchemaError, ValueError, TypeError):
             v = None
             damaged.append(f.name)

@@ -71,9 +71,9 @@ def compare(
     console.print(console_table(records(df), f"{base} -> {candidate}"))
     from rich.markup import escape
 
-    from perfbench.gate.report import _summary_lines
+    from perfbench.gate.report import summary_lines
 
-    for line in _summary_lines(summ):
+    for line in summary_lines(summ):
         console.print(escape(line.replace("\\", "")), highlight=False)
     if plain:
         console.print("[yellow]note:[/] the sides differ in hardware or backend: a plain comparison of two "

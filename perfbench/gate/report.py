@@ -68,7 +68,7 @@ def compare_markdown(df, summ: dict, title: str = "perfbench compare") -> str:
     for r in records(df):
         lines.append(_md_row(r))
     lines.append("")
-    lines.extend(_summary_lines(summ))
+    lines.extend(summary_lines(summ))
     return "\n".join(lines) + "\n"
 
 
@@ -79,7 +79,8 @@ def _md_row(r: dict) -> str:
             f"{r['min_effect_pct']:.1f}% ({md_cell(r['min_effect_source'])}) | **{r['verdict']}** |")
 
 
-def _summary_lines(summ: dict) -> list[str]:
+def summary_lines(summ: dict) -> list[str]:
+    """The geomean lines per metric, shared by the Markdown report and `perfbench compare`."""
     out = []
     for metric, m in summ.get("metrics", {}).items():
         g = m["geomean_ratio"]

@@ -118,7 +118,7 @@ def _check_run(src: str, i: int, item: Any) -> None:
 
 
 def _check_point(src: str, where: str, p: Any) -> None:
-    from perfbench.schema import POINT_FIELDS, SchemaError, _coerce
+    from perfbench.schema import POINT_FIELDS, SchemaError, coerce_value
 
     if not isinstance(p, dict):
         raise InputError(f"{src}: {where}: expected a mapping of point columns")
@@ -140,7 +140,7 @@ def _check_point(src: str, where: str, p: Any) -> None:
         if f is None or value is None or f.kind == "json":
             continue
         try:
-            if _coerce(f, value) != value and not (f.kind == "bool" and value in (0, 1)):
+            if coerce_value(f, value) != value and not (f.kind == "bool" and value in (0, 1)):
                 raise SchemaError(f"{f.name}: expected {f.kind}")
         except SchemaError as exc:
             raise InputError(f"{src}: {where}.{col}: expected a {f.kind} value, got {value!r:.80} ({exc})") from None

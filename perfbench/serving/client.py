@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from perfbench.serving.protocols import Parser, ProtocolError, _loads, request_body
+from perfbench.serving.protocols import Parser, ProtocolError, json_loads, request_body
 
 #: Read buffer of the client (per connection): large, so long responses stream through.
 READ_BUFSIZE = 1 << 20
@@ -118,7 +118,7 @@ class HttpClient:
                 if not self.cfg.stream:
                     raw = await resp.read()
                     now = clock() - t0
-                    n = parser.obj(_loads(raw))
+                    n = parser.obj(json_loads(raw))
                     if n:
                         rec.first_token_s = now
                         rec.token_times_s.append(now)

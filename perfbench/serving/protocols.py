@@ -34,10 +34,10 @@ PATHS = {"openai-completions": "/v1/completions", "openai-chat": "/v1/chat/compl
 try:  # orjson is a core dependency (trace parsing); json is the fallback
     import orjson
 
-    _loads = orjson.loads
+    json_loads = orjson.loads
     _dumps = orjson.dumps
 except ImportError:  # pragma: no cover
-    _loads = json.loads
+    json_loads = json.loads
 
     def _dumps(o: Any) -> bytes:
         return json.dumps(o).encode()
@@ -123,7 +123,7 @@ class Parser:
             if not payload:
                 return 0
         try:
-            obj = _loads(payload)
+            obj = json_loads(payload)
         except ValueError:
             raise ProtocolError(f"malformed JSON in the stream: {payload[:80]!r}") from None
         if not isinstance(obj, dict):

@@ -9,7 +9,6 @@ server's whole process group. The server's log is kept next to the run's store
 from __future__ import annotations
 
 import sys
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Any

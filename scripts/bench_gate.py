@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from perfbench.gate.changepoint import detect  # noqa: E402
-from perfbench.gate.interleave import WorkerProcess, _cpu  # noqa: E402
+from perfbench.gate.interleave import pick_cpu, start_workers  # noqa: E402
 from perfbench.gate.stats import compare_groups, prediction_floor  # noqa: E402
 from perfbench.gate.suite import load_suite  # noqa: E402
 
@@ -50,18 +50,19 @@ def load_avg() -> str:
 # -- interleaved trials through the gate's workers ------------------------------------------------
 
 class Pair:
-    """A base and a candidate worker, each with its model loaded once, reused across trials."""
+    """A base worker and one candidate worker per candidate spec, each with its model loaded
+    once: the power figure measures all its variants against one base in the same fresh set of
+    processes (a process start costs seconds here, a round milliseconds)."""
 
-    def __init__(self, wl, base_set: list[str], cand_set: list[str], block: int = 1, cpus=None):
-        self.base = WorkerProcess(CMD, wl.spec_path, wl.overrides + base_set, "base", cpus=cpus)
-        self.cand = WorkerProcess(CMD, wl.spec_path, wl.overrides + cand_set, "candidate", cpus=cpus)
-        self.ready = self.base.recv(900), self.cand.recv(900)
+    def __init__(self, wl, base_set: list[str], cand_sets: list[list[str]], rng, block: int = 1, cpus=None):
+        specs = [(CMD, wl.spec_path, wl.overrides + base_set, "base", None)]
+        specs += [(CMD, wl.spec_path, wl.overrides + c, f"candidate {n}", None) for n, c in enumerate(cand_sets)]
+        self.base, *self.cands = start_workers(specs, rng, cpus)  # as the gate starts them
         self.repeats = block
-        self.npoints = len(self.ready[1]["points"])
 
-    def trial(self, index: int, rounds: int, rng: random.Random) -> tuple[list, list]:
+    def trial(self, index: int, rounds: int, rng: random.Random, cand: int = 0) -> tuple[list, list]:
         """One interleaved measurement of point `index`: per-round samples of each side."""
-        sides = {"b": self.base, "c": self.cand}
+        sides = {"b": self.base, "c": self.cands[cand]}
         for k in rng.sample("bc", 2):
             sides[k].ask({"op": "prepare", "index": index})
         got: dict[str, list] = {"b": [], "c": []}
@@ -73,37 +74,38 @@ class Pair:
         return got["b"], got["c"]
 
     def close(self) -> None:
-        self.base.close()
-        self.cand.close()
+        for w in (self.base, *self.cands):
+            w.close()
 
 
-def interleaved_once(wl, base_set, cand_set, indices, args, rng) -> dict:
-    """One gate measurement as `perfbench gate --interleave` makes it: `args.pairs` fresh pairs
-    of workers in turn (new processes: memory layout and placement drawn anew), every point
-    interleaved `args.rounds` rounds in each; rounds clustered by pair in the statistics."""
-    rounds: dict[int, tuple[list, list]] = {i: ([], []) for i in indices}
-    for _ in range(args.pairs if indices else 0):
-        pair = Pair(wl, base_set, cand_set, args.block, _cpu(rng) if args.pin else None)
+def interleaved_once(wl, base_set, cand_sets, todo, args, rng) -> dict:
+    """One gate measurement as `perfbench gate --interleave` makes it: `args.pairs` fresh sets of
+    workers in turn (new processes: memory layout and placement drawn anew), each (candidate,
+    point) in `todo` interleaved `args.rounds` rounds in each set, in a random order; rounds
+    clustered by worker set in the statistics."""
+    rounds: dict[tuple, tuple[list, list]] = {t: ([], []) for t in todo}
+    for _ in range(args.pairs if todo else 0):
+        pair = Pair(wl, base_set, cand_sets, rng, args.block, pick_cpu(rng) if args.pin else None)
         try:
-            for i in indices:
-                b, c = pair.trial(i, args.rounds, rng)
-                rounds[i][0].extend(b)
-                rounds[i][1].extend(c)
+            for cand, i in rng.sample(list(todo), len(todo)):
+                b, c = pair.trial(i, args.rounds, rng, cand)
+                rounds[(cand, i)][0].extend(b)
+                rounds[(cand, i)][1].extend(c)
         finally:
             pair.close()
-    return {i: compare_groups(b, c, min_effect=args.min_effect, alpha=args.alpha, paired=True, clusters=args.pairs)
-            for i, (b, c) in rounds.items()}
+    return {t: compare_groups(b, c, min_effect=args.min_effect, alpha=args.alpha, paired=True, clusters=args.pairs)
+            for t, (b, c) in rounds.items()}
 
 
-def gate_verdicts(wl, base_set, cand_set, indices, args, rng) -> list[dict]:
-    """The gate's decision per point: a paired comparison, and for a suspected regression a
-    confirmation measured by another fresh pair of workers."""
-    first = interleaved_once(wl, base_set, cand_set, indices, args, rng)
-    suspects = [i for i, c in first.items() if c.verdict == "slower"]
-    again = interleaved_once(wl, base_set, cand_set, suspects, args, rng) if suspects else {}
-    return [{"point": i, "ratio": c.ratio, "verdict": c.verdict, "ci": [c.ci_low, c.ci_high],
-             "confirm_ratio": again[i].ratio if i in again else None,
-             "confirmed": i in again and again[i].verdict == "slower"} for i, c in first.items()]
+def gate_verdicts(wl, base_set, cand_sets, todo, args, rng) -> list[dict]:
+    """The gate's decision per (candidate, point): a paired comparison, and for a suspected
+    regression a confirmation measured by another fresh set of workers."""
+    first = interleaved_once(wl, base_set, cand_sets, todo, args, rng)
+    suspects = [t for t, c in first.items() if c.verdict == "slower"]
+    again = interleaved_once(wl, base_set, cand_sets, suspects, args, rng) if suspects else {}
+    return [{"candidate": t[0], "point": t[1], "ratio": c.ratio, "verdict": c.verdict, "ci": [c.ci_low, c.ci_high],
+             "confirm_ratio": again[t].ratio if t in again else None,
+             "confirmed": t in again and again[t].verdict == "slower"} for t, c in first.items()]
 
 
 def figure_aa_interleaved(args, wl) -> dict:
@@ -112,7 +114,7 @@ def figure_aa_interleaved(args, wl) -> dict:
     rows = []
     t0 = time.time()
     while len(rows) < args.comparisons:
-        rows += gate_verdicts(wl, [], [], range(npts), args, rng)
+        rows += gate_verdicts(wl, [], [[]], [(0, i) for i in range(npts)], args, rng)
         if len(rows) % 20 == 0:
             print(f"  A/A interleaved: {len(rows)} comparisons, {sum(r['confirmed'] for r in rows)} confirmed "
                   f"(load {load_avg()})", file=sys.stderr, flush=True)
@@ -187,26 +189,37 @@ def figure_aa_history(args, wl) -> dict:
 def figure_power(args, wl) -> dict:
     """Per seq_len variant: the detection rate of the interleaved gate (fresh workers per trial,
     confirmation included) and from separate runs; the true slowdown is the median ratio over the
-    interleaved trials (each a fresh pair of processes)."""
+    interleaved trials (each a fresh set of processes). All variants of a trial share its worker
+    sets (one base worker, one worker per variant), each variant interleaved with the base."""
     rng = random.Random(args.seed + 1)
-    base_set = [f"batch_sizes=[{args.power_batch}]"]
-    out = {"base_seq_len": wl.spec.seq_len, "batch": args.power_batch, "variants": [], "min_effect": args.min_effect,
+    base_seq = args.base_seq_len or wl.spec.seq_len
+    base_set = [f"batch_sizes=[{args.power_batch}]", f"seq_len={base_seq}"]
+    out = {"base_seq_len": base_seq, "batch": args.power_batch, "variants": [], "min_effect": args.min_effect,
            "alpha": args.alpha, "rounds": args.rounds, "block": args.block, "pairs": args.pairs, "trials": args.trials,
            "threshold_history": args.threshold_history}
     t0 = time.time()
-    for seq in args.seq_lens:
-        row = {"seq_len": seq}
-        if args.interleaved:
-            trials = [gate_verdicts(wl, base_set, base_set + [f"seq_len={seq}"], [0], args, rng)[0]
-                      for _ in range(args.trials)]
-            ratios = sorted(t["ratio"] for t in trials)
+    rows = [{"seq_len": seq} for seq in args.seq_lens]
+    if args.interleaved:
+        cand_sets = [base_set + [f"seq_len={seq}"] for seq in args.seq_lens]
+        trials = []
+        for n in range(args.trials):
+            trials.append(gate_verdicts(wl, base_set, cand_sets, [(v, 0) for v in range(len(cand_sets))], args, rng))
+            print(f"  trial {n + 1}/{args.trials}: " + ", ".join(
+                f"{args.seq_lens[t['candidate']]}: {t['ratio']:.3f} {t['verdict']}{' confirmed' if t['confirmed'] else ''}"
+                for t in sorted(trials[-1], key=lambda t: t["candidate"])) + f" (load {load_avg()})",
+                file=sys.stderr, flush=True)
+        for v, row in enumerate(rows):
+            mine = [t for trial in trials for t in trial if t["candidate"] == v]
+            ratios = sorted(t["ratio"] for t in mine)
             row.update(true_slowdown_pct=(statistics.median(ratios) - 1) * 100, trial_ratio_range=[ratios[0], ratios[-1]],
-                       detected_interleaved=sum(t["confirmed"] for t in trials) / len(trials))
+                       detected_interleaved=sum(t["confirmed"] for t in mine) / len(mine),
+                       trials=[{k: t[k] for k in ("ratio", "verdict", "ci", "confirm_ratio", "confirmed")} for t in mine])
+    for row in rows:
         if args.separate:
-            row["detected_separate"], sep_ratio = _power_separate(wl, seq, args)
-            row["separate_median_ratio"] = sep_ratio
-        out["variants"].append(row)
-        print(f"  seq_len {seq}: {row} (load {load_avg()})", file=sys.stderr, flush=True)
+            row["detected_separate"], row["separate_median_ratio"] = _power_separate(wl, base_seq, row["seq_len"], args)
+        print(f"  seq_len {row['seq_len']}: { {k: v for k, v in row.items() if k != 'trials'} } (load {load_avg()})",
+              file=sys.stderr, flush=True)
+    out["variants"] = rows
     if args.interleaved:
         out["smallest_detected_95_interleaved_pct"] = _smallest(out["variants"], "detected_interleaved")
     if args.separate:
@@ -216,9 +229,9 @@ def figure_power(args, wl) -> dict:
     return out
 
 
-def _power_separate(wl, seq: int, args) -> float:
+def _power_separate(wl, base_seq: int, seq: int, args) -> tuple[float, float]:
     """Separate runs: baseline runs and candidate runs alternate in time (as CI runs would come)."""
-    base_spec = wl.spec.model_copy(update={"batch_sizes": [args.power_batch]})
+    base_spec = wl.spec.model_copy(update={"batch_sizes": [args.power_batch], "seq_len": base_seq})
     cand_spec = base_spec.model_copy(update={"seq_len": seq})
     hits, ratios = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -281,9 +294,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=40, help="interleaved rounds per worker pair (suite default)")
     ap.add_argument("--block", type=int, default=5, help="steps per side per round (suite default)")
     ap.add_argument("--pairs", type=int, default=3, help="fresh worker pairs per measurement (suite default)")
-    ap.add_argument("--pin", action="store_true", help="pin both workers of a pair to one CPU (interleave.pin)")
+    ap.add_argument("--no-pin", dest="pin", action="store_false", help="leave workers free to move between CPUs "
+                    "(interleave.pin: false)")
     ap.add_argument("--aa-batches", default="1,2,3,4", help="batch sizes of the A/A figure's points")
     ap.add_argument("--power-batch", type=int, default=4, help="batch size of the power figure's point")
+    ap.add_argument("--base-seq-len", type=int, default=None, help="power figure's base seq_len (suite's by default)")
     ap.add_argument("--min-effect", type=float, default=0.03, help="interleaved minimum effect (fraction)")
     ap.add_argument("--threshold-history", type=float, default=0.05, help="history-mode threshold (fraction)")
     ap.add_argument("--alpha", type=float, default=0.01)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from perfbench.gate import EXIT_NOT_MEASURED, NotMeasured
-from perfbench.gate.suite import Suite, Workload
+from perfbench.gate.suite import BLOCK, PAIRS, PIN, ROUNDS, Suite, Workload
 
 #: Roles of gate runs (subject.role). History baselines use candidate and confirm runs only.
 HISTORY_ROLES = ("candidate", "confirm")
@@ -38,10 +38,10 @@ class GateOptions:
     baseline_branch: str
     baseline_runs: int
     interleave: str | None = None
-    rounds: int = 40
-    block: int = 5
-    pairs: int = 3
-    pin: bool = False
+    rounds: int = ROUNDS
+    block: int = BLOCK
+    pairs: int = PAIRS
+    pin: bool = PIN
     confirm: bool = True
     seed: int | None = None
     candidate_cmd: list[str] = field(default_factory=lambda: [sys.executable, "-m", "perfbench"])

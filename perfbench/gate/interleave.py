@@ -130,8 +130,9 @@ class WorkerProcess:
     """One worker subprocess; every failure to talk to it is NotMeasured (exit 4)."""
 
     def __init__(self, cmd: list[str], spec_path: Path, overrides: list[str], label: str,
-                 env: dict | None = None, cpus: set[int] | None = None):
+                 env: dict | None = None):
         self.label = label
+        self.ready: dict | None = None  # the worker's ready message, once loaded (start_workers)
         self.log = tempfile.TemporaryFile(mode="w+")
         args = [*cmd, "gate", "worker", str(spec_path), *[a for o in overrides for a in ("--set", o)]]
         try:
@@ -139,11 +140,16 @@ class WorkerProcess:
                                          text=True, bufsize=1, env=env)
         except OSError as exc:
             raise NotMeasured(f"{label}: cannot start {' '.join(args[:3])}...: {exc}") from None
-        if cpus:  # before it loads anything: every thread it starts inherits the CPU set
-            try:
-                os.sched_setaffinity(self.proc.pid, cpus)
-            except (AttributeError, OSError):
-                pass
+
+    def pin(self, cpus: set[int] | None) -> None:
+        """Move every thread of the (loaded) worker onto `cpus`; best effort (not on every OS)."""
+        if not cpus:
+            return
+        try:
+            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+                os.sched_setaffinity(int(tid), cpus)
+        except (AttributeError, OSError, ValueError):
+            pass
 
     def recv(self, timeout: float = OP_TIMEOUT_S) -> dict:
         deadline = time.monotonic() + timeout
@@ -192,16 +198,15 @@ def measure_pair(base_cmd: list[str], cand_cmd: list[str], spec_path: Path, over
                  cand_env: dict | None = None, pin: bool = False) -> dict[str, Any]:
     """Interleave base and candidate over every point of one workload, with `pairs` fresh pairs
     of worker processes in turn (`rounds` rounds each): {ready, rows, block, rounds, pairs, order}.
-    Each point's samples are the rounds of every pair, in order. `pin` (single-threaded
-    workloads, `interleave.pin: true`): both workers of a pair share one CPU, drawn per pair, so
-    they see the same core (they take turns, so sharing costs nothing). For a dedicated runner:
-    on a machine shared with other jobs a pinned pair cannot leave a busy core, and time-slicing
-    adds the same wait to both sides, which shrinks every ratio towards 1."""
+    Each point's samples are the rounds of every pair, in order. Workers load one at a time (see
+    start_workers). `pin` (single-threaded workloads; `interleave.pin`, on by default): once
+    loaded, both workers of a pair share one CPU, drawn per pair, so both sides see the same core
+    and its cache (they take turns, so sharing costs nothing)."""
     import random
 
     rng = random.Random(seed)
     done = [_one_pair(base_cmd, cand_cmd, spec_path, overrides, rounds, block, rng, base_env, cand_env,
-                      _cpu(rng) if pin else None) for _ in range(pairs)]
+                      pick_cpu(rng) if pin else None) for _ in range(pairs)]
     rows = {side: [_merge([d["rows"][side][i] for d in done]) for i in range(len(done[0]["rows"][side]))]
             for side in ("base", "candidate")}
     return {"ready": done[-1]["ready"], "rows": rows, "block": block, "rounds": rounds * pairs, "pairs": pairs,
@@ -223,18 +228,43 @@ def _merge(rows: list[dict]) -> dict:
     return out
 
 
-def _cpu(rng) -> set[int] | None:
+def pick_cpu(rng) -> set[int] | None:
+    """One CPU of this process's allowed set, drawn with `rng` (None where affinity is unknown)."""
     try:
         return {rng.choice(sorted(os.sched_getaffinity(0)))}
     except (AttributeError, OSError):
         return None
 
 
-def _one_pair(base_cmd, cand_cmd, spec_path, overrides, rounds, block, rng, base_env, cand_env, cpus=None) -> dict:
-    sides = {"base": WorkerProcess(base_cmd, spec_path, overrides, "base", base_env, cpus),
-             "candidate": WorkerProcess(cand_cmd, spec_path, overrides, "candidate", cand_env, cpus)}
+def start_workers(specs: list[tuple], rng, cpus: set[int] | None) -> list[WorkerProcess]:
+    """Start workers one at a time, in a random order, each loaded before the next starts, then
+    pin them all to `cpus`: (cmd, spec_path, overrides, label, env) per worker, in that order.
+
+    Why: measured on the 2-core CI machine (scripts/bench_gate.py's history, docs/ci.md), a
+    worker that loads while another loads, or that is left free to move between CPUs, can settle
+    14% slower for its whole life, which no number of rounds averages out; loaded one at a time
+    and sharing one CPU, pairs of the same code agree within about 1%."""
+    workers: list[WorkerProcess | None] = [None] * len(specs)
     try:
-        ready = {k: w.recv(LOAD_TIMEOUT_S) for k, w in sides.items()}
+        for i in rng.sample(range(len(specs)), len(specs)):
+            workers[i] = WorkerProcess(*specs[i])
+            workers[i].ready = workers[i].recv(LOAD_TIMEOUT_S)
+    except BaseException:
+        for w in workers:
+            if w is not None:
+                w.close()
+        raise
+    for w in workers:
+        w.pin(cpus)
+    return workers
+
+
+def _one_pair(base_cmd, cand_cmd, spec_path, overrides, rounds, block, rng, base_env, cand_env, cpus=None) -> dict:
+    base, cand = start_workers([(base_cmd, spec_path, overrides, "base", base_env),
+                                (cand_cmd, spec_path, overrides, "candidate", cand_env)], rng, cpus)
+    sides = {"base": base, "candidate": cand}
+    try:
+        ready = {k: w.ready for k, w in sides.items()}
         if ready["base"]["points"] != ready["candidate"]["points"]:
             raise NotMeasured(f"base and candidate expand {spec_path} to different points: "
                               f"{ready['base']['points']} vs {ready['candidate']['points']}")

@@ -6,9 +6,10 @@
         set: {batch_sizes: [1, 2]}            # dotted overrides, validated like `run --set`
     thresholds: {latency_median_s: 5%, tokens_per_s: 5%, peak_memory_bytes: 2%}
     baseline: {branch: main, runs: 5}         # the history compared against
-    interleave: {rounds: 40, block: 5, pairs: 3}  # --interleave: rounds per pair of worker processes,
+    interleave: {rounds: 50, block: 5, pairs: 6}  # --interleave: rounds per pair of worker processes,
                                               # steps per side per round, fresh process pairs;
-                                              # pin: true puts both workers of a pair on one CPU
+                                              # pin (default true): both workers of a pair
+                                              # on one CPU (single-threaded workloads)
     alpha: 0.01                               # significance level
 
 Every problem is reported with the file, the field and what is allowed (exit 2), before anything
@@ -37,6 +38,14 @@ class Workload:
         return self.spec.name
 
 
+#: Interleaving defaults. Fresh worker pairs are what narrow the interval (two processes of the
+#: same code differ by 1-2% here, more than 50 rounds' own noise): a pair costs a process start
+#: (seconds), a round a few steps (milliseconds). scripts/bench_gate.py measured these settings.
+ROUNDS, BLOCK, PAIRS = 50, 5, 6
+#: Pin both workers of a pair to one CPU once loaded (single-threaded workloads only).
+PIN = True
+
+
 @dataclass
 class Suite:
     path: Path
@@ -45,10 +54,10 @@ class Suite:
     thresholds: dict[str, float]
     baseline_branch: str = "main"
     baseline_runs: int = 5
-    rounds: int = 40
-    block: int = 5
-    pairs: int = 3
-    pin: bool = False
+    rounds: int = ROUNDS
+    block: int = BLOCK
+    pairs: int = PAIRS
+    pin: bool = PIN
     alpha: float = 0.01
     confirm: bool = True
     raw: dict = field(default_factory=dict)
@@ -81,8 +90,8 @@ def load_suite(path: str | Path, *, check_device: bool = True) -> Suite:
     confirm = data.get("confirm", True)
     if not isinstance(confirm, bool):
         problems.append(("confirm", f"must be true or false, got {confirm!r}"))
-    runs, rounds, block = baseline.get("runs", 5), interleave.get("rounds", 40), interleave.get("block", 5)
-    pairs = interleave.get("pairs", 3)
+    runs, rounds, block = baseline.get("runs", 5), interleave.get("rounds", ROUNDS), interleave.get("block", BLOCK)
+    pairs = interleave.get("pairs", PAIRS)
     if isinstance(runs, int) and runs < 1:
         problems.append(("baseline.runs", f"must be at least 1, got {runs}"))
     if isinstance(rounds, int) and not 8 <= rounds <= 10000:
@@ -97,7 +106,7 @@ def load_suite(path: str | Path, *, check_device: bool = True) -> Suite:
         raise SpecError(src, problems)
     name = data.get("name") or path.stem
     return Suite(path, str(name), workloads, thresholds, baseline.get("branch", "main"), runs, rounds,
-                 block, pairs, bool(interleave.get("pin", False)), float(alpha), confirm, data)
+                 block, pairs, bool(interleave.get("pin", PIN)), float(alpha), confirm, data)
 
 
 def _thresholds(raw: Any, problems: list) -> dict[str, float]:

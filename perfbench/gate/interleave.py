@@ -240,7 +240,7 @@ def start_workers(specs: list[tuple], rng, cpus: set[int] | None) -> list[Worker
     """Start workers one at a time, in a random order, each loaded before the next starts, then
     pin them all to `cpus`: (cmd, spec_path, overrides, label, env) per worker, in that order.
 
-    Why: measured on the 2-core CI machine (scripts/bench_gate.py's history, docs/ci.md), a
+    Why: measured on the 2-core CI machine (scripts/bench_gate_pairs.py, docs/ci.md), a
     worker that loads while another loads, or that is left free to move between CPUs, can settle
     14% slower for its whole life, which no number of rounds averages out; loaded one at a time
     and sharing one CPU, pairs of the same code agree within about 1%."""

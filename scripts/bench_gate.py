@@ -3,18 +3,23 @@
 1. A/A false-positive rate: the tiny suite gated against itself, over >= 200 point comparisons,
    interleaved (the gate's `--interleave` workers) and from separate runs (history mode).
 2. Detection power: a real slowdown made by a spec change that costs time (a longer prompt:
-   seq_len 32 -> 33, 34, ...), its true size measured by a long interleaved reference; for each
+   seq_len 48 -> 50, 51), its true size the median ratio over the interleaved trials; for each
    size, the share of trials in which the gate (initial verdict + confirmation) fails.
 3. Change points: simulated histories of 60 runs with a 5% step, spikes and Gaussian noise; how
    often the step's run is named within +-1, and false steps per 100 runs.
 
 Every verdict goes through the gate's own code (perfbench.gate.stats / compare / changepoint) and
-every interleaved measurement through its workers (perfbench.gate.interleave).
+every interleaved measurement through its workers (perfbench.gate.interleave), at the suite's
+interleaving defaults (gate.suite: pairs, rounds, block, pin). The figures in docs/ci.md:
 
-    .venv/bin/python scripts/bench_gate.py                # all three, about 20 minutes on 2 cores
-    .venv/bin/python scripts/bench_gate.py --figure aa --trials 100
-    .venv/bin/python scripts/bench_gate.py --figure changepoints
+    .venv/bin/python scripts/bench_gate.py --figure aa --aa-batches 1,2,3,4,5,6,7,8   # ~45 min
+    .venv/bin/python scripts/bench_gate.py --figure power --base-seq-len 48 --seq-lens 50,51 \
+        --trials 20 --no-separate --verbose                                           # ~80 min
+    .venv/bin/python scripts/bench_gate.py --figure power --seq-lens 34,40,48,64 --no-interleaved \
+        --trials-separate 15                                                          # ~3 min
+    .venv/bin/python scripts/bench_gate.py --figure changepoints                      # ~1 min
 
+`--verbose` prints every worker pair's ratio (the outlier pairs the statistics set aside).
 Results: results/bench_gate/<figure>.json and a Markdown summary on stdout.
 """
 
@@ -36,7 +41,7 @@ sys.path.insert(0, str(REPO))
 from perfbench.gate.changepoint import detect  # noqa: E402
 from perfbench.gate.interleave import pick_cpu, start_workers  # noqa: E402
 from perfbench.gate.stats import compare_groups, prediction_floor  # noqa: E402
-from perfbench.gate.suite import load_suite  # noqa: E402
+from perfbench.gate.suite import BLOCK, PAIRS, ROUNDS, load_suite  # noqa: E402
 
 SUITE = REPO / "workloads" / "suites" / "tiny-cpu.yaml"
 OUT = REPO / "results" / "bench_gate"
@@ -84,6 +89,7 @@ def interleaved_once(wl, base_set, cand_sets, todo, args, rng) -> dict:
     point) in `todo` interleaved `args.rounds` rounds in each set, in a random order; rounds
     clustered by worker set in the statistics."""
     rounds: dict[tuple, tuple[list, list]] = {t: ([], []) for t in todo}
+    per_pair: dict[tuple, list[float]] = {t: [] for t in todo}
     for _ in range(args.pairs if todo else 0):
         pair = Pair(wl, base_set, cand_sets, rng, args.block, pick_cpu(rng) if args.pin else None)
         try:
@@ -91,10 +97,25 @@ def interleaved_once(wl, base_set, cand_sets, todo, args, rng) -> dict:
                 b, c = pair.trial(i, args.rounds, rng, cand)
                 rounds[(cand, i)][0].extend(b)
                 rounds[(cand, i)][1].extend(c)
+                per_pair[(cand, i)].append(_pair_ratio(b, c))
         finally:
             pair.close()
-    return {t: compare_groups(b, c, min_effect=args.min_effect, alpha=args.alpha, paired=True, clusters=args.pairs)
-            for t, (b, c) in rounds.items()}
+    if args.verbose:
+        for t, rs in sorted(per_pair.items()):
+            print(f"    candidate {t[0]} point {t[1]}: per-pair ratios " + " ".join(f"{r:.3f}" for r in rs),
+                  file=sys.stderr, flush=True)
+    out = {t: compare_groups(b, c, min_effect=args.min_effect, alpha=args.alpha, paired=True, clusters=args.pairs)
+           for t, (b, c) in rounds.items()}
+    for t, c in out.items():
+        c.pair_ratios = per_pair[t]
+    return out
+
+
+def _pair_ratio(base_rounds: list, cand_rounds: list) -> float:
+    """One worker pair's ratio: the median over its rounds of each round's ratio of medians."""
+    import math
+    return math.exp(statistics.median(math.log(statistics.median(c) / statistics.median(b))
+                                      for b, c in zip(base_rounds, cand_rounds)))
 
 
 def gate_verdicts(wl, base_set, cand_sets, todo, args, rng) -> list[dict]:
@@ -104,7 +125,7 @@ def gate_verdicts(wl, base_set, cand_sets, todo, args, rng) -> list[dict]:
     suspects = [t for t, c in first.items() if c.verdict == "slower"]
     again = interleaved_once(wl, base_set, cand_sets, suspects, args, rng) if suspects else {}
     return [{"candidate": t[0], "point": t[1], "ratio": c.ratio, "verdict": c.verdict, "ci": [c.ci_low, c.ci_high],
-             "confirm_ratio": again[t].ratio if t in again else None,
+             "pair_ratios": c.pair_ratios, "confirm_ratio": again[t].ratio if t in again else None,
              "confirmed": t in again and again[t].verdict == "slower"} for t, c in first.items()]
 
 
@@ -213,7 +234,7 @@ def figure_power(args, wl) -> dict:
             ratios = sorted(t["ratio"] for t in mine)
             row.update(true_slowdown_pct=(statistics.median(ratios) - 1) * 100, trial_ratio_range=[ratios[0], ratios[-1]],
                        detected_interleaved=sum(t["confirmed"] for t in mine) / len(mine),
-                       trials=[{k: t[k] for k in ("ratio", "verdict", "ci", "confirm_ratio", "confirmed")} for t in mine])
+                       trials=[{k: t[k] for k in ("ratio", "verdict", "ci", "pair_ratios", "confirm_ratio", "confirmed")} for t in mine])
     for row in rows:
         if args.separate:
             row["detected_separate"], row["separate_median_ratio"] = _power_separate(wl, base_seq, row["seq_len"], args)
@@ -291,9 +312,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--figure", choices=("all", "aa", "power", "changepoints"), default="all")
     ap.add_argument("--comparisons", type=int, default=200, help="A/A point comparisons per mode")
-    ap.add_argument("--rounds", type=int, default=40, help="interleaved rounds per worker pair (suite default)")
-    ap.add_argument("--block", type=int, default=5, help="steps per side per round (suite default)")
-    ap.add_argument("--pairs", type=int, default=3, help="fresh worker pairs per measurement (suite default)")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds per worker pair (suite default)")
+    ap.add_argument("--block", type=int, default=BLOCK, help="steps per side per round (suite default)")
+    ap.add_argument("--pairs", type=int, default=PAIRS, help="fresh worker pairs per measurement (suite default)")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="leave workers free to move between CPUs "
                     "(interleave.pin: false)")
     ap.add_argument("--aa-batches", default="1,2,3,4", help="batch sizes of the A/A figure's points")
@@ -311,6 +332,7 @@ def main() -> None:
     ap.add_argument("--sigmas", type=lambda s: [float(x) for x in s.split(",")], default=[0.005, 0.01, 0.015, 0.02, 0.025])
     ap.add_argument("--cp-trials", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--verbose", action="store_true", help="print every worker pair's ratio")
     args = ap.parse_args()
     wl = load_suite(SUITE).workloads[0]
     OUT.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perfbench.gate.stats import compare_groups, geomean, min_possible_p, prediction_floor
+from perfbench.gate.stats import compare_groups, geomean, min_possible_p, outlier_pairs, prediction_floor
 
 
 def _g(level, n=30, noise=0.01, seed=0, groups=1):
@@ -70,3 +70,41 @@ def test_prediction_floor_and_geomean():
     assert prediction_floor([1.0, 1.0]) is None
     assert 0.05 < prediction_floor([1.0, 1.02, 0.98, 1.01, 0.99]) < 0.15
     assert geomean([2.0, 0.5]) == pytest.approx(1.0) and geomean([]) is None
+
+
+def _pairs(ratio: float, biases, rounds: int = 30, seed: int = 0):
+    """Interleaved rounds from len(biases) worker pairs: each pair's candidate off by its bias."""
+    rng = np.random.default_rng(seed)
+    base, cand = [], []
+    for bias in biases:
+        for _ in range(rounds):
+            lvl = rng.uniform(0.9, 1.1)  # the round's machine state, shared by both sides
+            base.append((lvl * np.exp(rng.normal(0, 0.01, 5))).tolist())
+            cand.append((lvl * ratio * bias * np.exp(rng.normal(0, 0.01, 5))).tolist())
+    return base, cand
+
+
+def test_a_worker_pair_that_settled_slow_is_set_aside():
+    """One of six pairs holds a base process 14% slow for life: a true +5% must still be seen,
+    and the report names the pair it left out."""
+    base, cand = _pairs(1.05, [1.0, 1.005, 0.995, 1 / 1.14, 1.0, 1.01])
+    c = compare_groups(base, cand, paired=True, clusters=6, min_effect=0.03)
+    assert c.verdict == "slower" and c.ci_low > 1.02, c
+    assert c.pairs_set_aside and c.pairs_set_aside[0] < 0.95 and "set aside" in c.reason
+    assert 1.04 < c.ratio < 1.06
+
+
+def test_pairs_that_agree_are_all_kept_and_aa_stays_same():
+    base, cand = _pairs(1.0, [1.0, 1.01, 0.99, 1.0, 1.005, 0.995], seed=1)
+    c = compare_groups(base, cand, paired=True, clusters=6, min_effect=0.03)
+    assert c.pairs_set_aside is None and c.verdict in ("same", "ambiguous")
+    base, cand = _pairs(1.0, [1.0, 1.13, 1.0, 0.99, 1.0, 1.01], seed=2)  # A/A with one slow candidate process
+    c = compare_groups(base, cand, paired=True, clusters=6, min_effect=0.03)
+    assert c.verdict in ("same", "ambiguous") and c.pairs_set_aside
+
+
+def test_outlier_pairs_needs_four_pairs_and_sets_aside_at_most_a_third():
+    assert outlier_pairs(np.log([[1.0], [1.2], [1.0]])) == {}
+    assert list(outlier_pairs(np.log([[1.0], [1.2], [1.0], [1.01]]))) == [1]
+    assert len(outlier_pairs(np.log([[1.0], [1.2], [0.8], [1.01], [1.0], [0.99]]))) == 2
+    assert outlier_pairs(np.log([[1.0], [1.2], [0.8], [1.3], [1.0], [0.99]])) == {}  # half deviate: just noisy

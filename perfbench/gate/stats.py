@@ -26,6 +26,11 @@ VERDICTS = ("same", "faster", "slower", "ambiguous")
 #: Default significance level of the Mann-Whitney test and 1 - level of the confidence interval.
 ALPHA = 0.01
 N_BOOT = 2000
+#: A worker pair whose ratio sits this far (log scale) from the other pairs' median, and more than
+#: OUTLIER_MADS robust deviations, is set aside (at most a third of the pairs): a process can
+#: settle 10-20% slower for its whole life (scripts/bench_gate_pairs.py, docs/ci.md).
+OUTLIER_PAIR = 0.04
+OUTLIER_MADS = 3.0
 
 
 @dataclass
@@ -51,6 +56,7 @@ class Comparison:
     reason: str
     test: str = "mann-whitney"
     mw_p_value: float | None = None  # Mann-Whitney U on the raw samples, whatever decided
+    pairs_set_aside: list[float] | None = None  # interleaved: outlier worker pairs' ratios, left out
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -143,7 +149,7 @@ def compare_groups(base: Sequence[Sequence[float]], cand: Sequence[Sequence[floa
     u = mannwhitneyu(c, b, alternative="two-sided")
     delta = 2 * float(u.statistic) / (len(b) * len(c)) - 1
     if paired and len(base) == len(cand) and len(base) >= 2:
-        ratio, (lo, hi), p, test = _paired(base, cand, alpha, seed, clusters)
+        ratio, (lo, hi), p, test, aside = _paired(base, cand, alpha, seed, clusters)
     else:
         lo, hi = bootstrap_ratio_ci(base, cand, confidence=1 - alpha, seed=seed)
         p, test = float(u.pvalue), "mann-whitney"
@@ -153,6 +159,10 @@ def compare_groups(base: Sequence[Sequence[float]], cand: Sequence[Sequence[floa
     out = Comparison(len(b), len(c), len(base), len(cand), mb, mc, ratio, lo, hi, (ratio - 1) * 100,
                      worse * 100, p, hodges_lehmann(b, c), delta, min_effect * 100, "", "", test, float(u.pvalue))
     out.verdict, out.reason = _verdict(out, alpha, min_effect)
+    if test == "wilcoxon-paired" and aside:
+        out.pairs_set_aside = aside
+        out.reason += (f"; {len(aside)} of {clusters} worker pairs set aside as outliers (ratio "
+                       + ", ".join(f"{r:.3f}" for r in aside) + ")")
     return out
 
 
@@ -161,20 +171,43 @@ def _paired(base, cand, alpha: float, seed: int, clusters: int = 1):
     (so the machine state a round shares cancels), its test Wilcoxon's signed-rank test on the
     rounds' log ratios (the paired counterpart of Mann-Whitney). The interval is a bootstrap over
     worker pairs, then rounds within each: two processes of the same code differ by a few percent
-    (memory layout, placement), an effect that only fresh pairs of processes average out."""
+    (memory layout, placement), an effect that only fresh pairs of processes average out. Outlier
+    pairs (`outlier_pairs`) are left out of all three; their ratios are returned last."""
     import numpy as np
     from scipy.stats import wilcoxon
 
     d = np.log([np.median(c) / np.median(b) for b, c in zip(base, cand)])
-    rng = np.random.default_rng(seed)
     k = clusters if clusters > 1 and len(d) % clusters == 0 else 1
     per = len(d) // k
+    aside = outlier_pairs(d.reshape(k, per))
+    if aside:
+        keep = [j for j in range(k) if j not in aside]
+        d, k = d.reshape(k, per)[keep].ravel(), len(keep)
+    rng = np.random.default_rng(seed)
     picks = rng.integers(0, k, (N_BOOT, k))[..., None] * per + rng.integers(0, per, (N_BOOT, k, per))
     boots = np.median(d[picks.reshape(N_BOOT, -1)], axis=1)
     tail = alpha / 2 * 100
     lo, hi = np.exp(np.percentile(boots, [tail, 100 - tail]))
     p = 1.0 if not np.any(d) else float(wilcoxon(d).pvalue)
-    return float(np.exp(np.median(d))), (float(lo), float(hi)), p, "wilcoxon-paired"
+    return (float(np.exp(np.median(d))), (float(lo), float(hi)), p, "wilcoxon-paired",
+            [float(np.exp(v)) for v in aside.values()])
+
+
+def outlier_pairs(d_by_pair) -> dict[int, float]:
+    """{pair index: its median log ratio} for the worker pairs that sit apart from the rest: more
+    than OUTLIER_PAIR and OUTLIER_MADS robust deviations from the median pair, at most a third
+    of the pairs (none below 4). Such a pair holds a process that settled slow for its life; a
+    true change moves every pair alike, so setting the odd one aside never hides it."""
+    import numpy as np
+
+    k = len(d_by_pair)
+    if k < 4:
+        return {}
+    per_pair = np.median(d_by_pair, axis=1)
+    dev = np.abs(per_pair - np.median(per_pair))
+    bound = max(OUTLIER_PAIR, OUTLIER_MADS * 1.4826 * float(np.median(dev)))
+    worst = [int(j) for j in np.argsort(-dev, kind="stable")[: k // 3]]
+    return {j: float(per_pair[j]) for j in sorted(worst) if dev[j] > bound}
 
 
 def _prediction_p(base, cand) -> float:

@@ -39,13 +39,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from perfbench.gate.changepoint import detect  # noqa: E402
-from perfbench.gate.interleave import pick_cpu, start_workers  # noqa: E402
+from perfbench.gate.interleave import pick_cpu, start_workers, worker_env  # noqa: E402
 from perfbench.gate.stats import compare_groups, prediction_floor  # noqa: E402
-from perfbench.gate.suite import BLOCK, PAIRS, ROUNDS, load_suite  # noqa: E402
+from perfbench.gate.suite import BLOCK, HUGEPAGES, PAIRS, ROUNDS, load_suite  # noqa: E402
 
 SUITE = REPO / "workloads" / "suites" / "tiny-cpu.yaml"
 OUT = REPO / "results" / "bench_gate"
 CMD = [sys.executable, "-m", "perfbench"]
+WORKER_ENV: dict[str, str] = {}  # --worker-env KEY=VALUE: extra environment for every worker
 
 
 def load_avg() -> str:
@@ -59,9 +60,11 @@ class Pair:
     once: the power figure measures all its variants against one base in the same fresh set of
     processes (a process start costs seconds here, a round milliseconds)."""
 
-    def __init__(self, wl, base_set: list[str], cand_sets: list[list[str]], rng, block: int = 1, cpus=None):
-        specs = [(CMD, wl.spec_path, wl.overrides + base_set, "base", None)]
-        specs += [(CMD, wl.spec_path, wl.overrides + c, f"candidate {n}", None) for n, c in enumerate(cand_sets)]
+    def __init__(self, wl, base_set: list[str], cand_sets: list[list[str]], rng, block: int = 1, cpus=None,
+                 hugepages: bool = HUGEPAGES):
+        env = worker_env({**os.environ, **WORKER_ENV}, hugepages)
+        specs = [(CMD, wl.spec_path, wl.overrides + base_set, "base", env)]
+        specs += [(CMD, wl.spec_path, wl.overrides + c, f"candidate {n}", env) for n, c in enumerate(cand_sets)]
         self.base, *self.cands = start_workers(specs, rng, cpus)  # as the gate starts them
         self.repeats = block
 
@@ -91,7 +94,7 @@ def interleaved_once(wl, base_set, cand_sets, todo, args, rng) -> dict:
     rounds: dict[tuple, tuple[list, list]] = {t: ([], []) for t in todo}
     per_pair: dict[tuple, list[float]] = {t: [] for t in todo}
     for _ in range(args.pairs if todo else 0):
-        pair = Pair(wl, base_set, cand_sets, rng, args.block, pick_cpu(rng) if args.pin else None)
+        pair = Pair(wl, base_set, cand_sets, rng, args.block, pick_cpu(rng) if args.pin else None, args.hugepages)
         try:
             for cand, i in rng.sample(list(todo), len(todo)):
                 b, c = pair.trial(i, args.rounds, rng, cand)
@@ -333,7 +336,12 @@ def main() -> None:
     ap.add_argument("--cp-trials", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verbose", action="store_true", help="print every worker pair's ratio")
+    ap.add_argument("--no-hugepages", dest="hugepages", action="store_false",
+                    help="workers on 4 KiB pages (interleave.hugepages: false)")
+    ap.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment variable for every worker (repeatable)")
     args = ap.parse_args()
+    WORKER_ENV.update(kv.split("=", 1) for kv in args.worker_env)
     wl = load_suite(SUITE).workloads[0]
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {load_avg()} ({os.cpu_count()} cores)", file=sys.stderr, flush=True)

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import yaml
 
 from perfbench.gate.compare import compare_runs
+from perfbench.gate.interleave import worker_env
 from perfbench.gate.report import gate_markdown, junit_xml
 from perfbench.gate.subject import subject
+from perfbench.gate.suite import load_suite
 from perfbench.store import ResultsStore
 from tests.conftest import config_only_checkpoint, run_cli, tiny_spec
 from tests.gate_helpers import add_run
@@ -31,6 +34,7 @@ def test_bad_suite_fields_exit_2_name_the_field_and_write_nothing(tmp_path):
              ({"workloads": [{"spec": "missing.yaml"}]}, "workloads[0].spec", "no such workload spec"),
              ({"workloads": [{"spec": "w.yaml", "set": {"seq_len": -1}}]}, "workloads[0]", "seq_len"),
              ({"baseline": {"runs": "five"}}, "baseline.runs", "whole number"),
+             ({"interleave": {"hugepages": "sometimes"}}, "interleave.hugepages", "true or false"),
              ({"colour": 1}, "colour", "allowed")]
     for over, field, allowed in cases:
         r = run_cli("gate", _suite(tmp_path, **over), "--store", str(store))
@@ -39,6 +43,17 @@ def test_bad_suite_fields_exit_2_name_the_field_and_write_nothing(tmp_path):
     assert not store.exists()
     r = run_cli("gate", _suite(tmp_path), "--store", str(store), "--workload", "nope")
     assert r.returncode == 2 and "allowed: tiny-test" in r.stderr
+
+
+def test_suite_interleave_hugepages_default_and_worker_env(tmp_path):
+    """Workers get glibc's huge-page malloc by default (docs/ci.md: slow-for-life processes),
+    added to tunables the user set, and a suite can turn it off."""
+    assert load_suite(Path(_suite(tmp_path))).hugepages is True
+    assert load_suite(Path(_suite(tmp_path, interleave={"hugepages": False}))).hugepages is False
+    env = worker_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "X": "1"}, True)
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1" and env["X"] == "1"
+    assert worker_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, True)["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
+    assert worker_env(None, False) is None
 
 
 def test_unusable_store_exits_3(tmp_path):

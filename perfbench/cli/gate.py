@@ -127,6 +127,7 @@ def _options(suite, store, flags, baseline_branch, baseline_runs, interleave, ro
     return GateOptions(
         suite=s, store_path=store, subject=subject(flags), baseline_branch=baseline_branch or s.baseline_branch,
         baseline_runs=baseline_runs or s.baseline_runs, interleave=interleave, rounds=rounds or s.rounds, block=s.block, pairs=pairs or s.pairs, pin=s.pin,
+        hugepages=s.hugepages,
         confirm=confirm and s.confirm, seed=seed, log=lambda m: err_console.print(escape(m), highlight=False))
 
 

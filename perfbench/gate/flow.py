@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from perfbench.gate import EXIT_NOT_MEASURED, NotMeasured
-from perfbench.gate.suite import BLOCK, PAIRS, PIN, ROUNDS, Suite, Workload
+from perfbench.gate.suite import BLOCK, HUGEPAGES, PAIRS, PIN, ROUNDS, Suite, Workload
 
 #: Roles of gate runs (subject.role). History baselines use candidate and confirm runs only.
 HISTORY_ROLES = ("candidate", "confirm")
@@ -42,6 +42,7 @@ class GateOptions:
     block: int = BLOCK
     pairs: int = PAIRS
     pin: bool = PIN
+    hugepages: bool = HUGEPAGES
     confirm: bool = True
     seed: int | None = None
     candidate_cmd: list[str] = field(default_factory=lambda: [sys.executable, "-m", "perfbench"])
@@ -202,7 +203,7 @@ def _pair(store, w: Workload, opts: GateOptions, role: str) -> dict[str, str]:
     opts.log(f"{w.name}: interleaving base and candidate: {opts.pairs} worker pair(s) x {opts.rounds} rounds (seed {seed})")
     pair = measure_pair(shlex.split(opts.interleave), opts.candidate_cmd, w.spec_path, w.overrides,
                         rounds=opts.rounds, block=opts.block, pairs=opts.pairs, seed=seed, cand_env=dict(os.environ),
-                        pin=opts.pin and w.spec.backend.get("threads") == 1)
+                        pin=opts.pin and w.spec.backend.get("threads") == 1, hugepages=opts.hugepages)
     base_subject = {"role": "base", "base_cmd": opts.interleave, "of": opts.subject.get("commit")}
     ids = store_pair(store, pair, {"base": base_subject, "candidate": {**opts.subject, "role": role}})
     opts.log(f"{w.name}: runs base {ids['base']}, candidate {ids['candidate']} ({role})")
@@ -226,6 +227,7 @@ def calibrate(suite: Suite, store_path: Path, *, rounds: int, interleave: bool, 
             for r in range(rounds):
                 if interleave:
                     opts = GateOptions(suite, store_path, subject, "", 0, interleave=shlex.join(cmd), rounds=suite.rounds, block=suite.block, pairs=suite.pairs, pin=suite.pin,
+                                       hugepages=suite.hugepages,
                                        candidate_cmd=cmd, log=log)
                     ids = _pair(store, w, opts, role="calibrate")
                     a, b = store.get_run(ids["base"]), store.get_run(ids["candidate"])

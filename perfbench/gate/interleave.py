@@ -195,16 +195,17 @@ class WorkerProcess:
 
 def measure_pair(base_cmd: list[str], cand_cmd: list[str], spec_path: Path, overrides: list[str], *,
                  rounds: int, block: int, seed: int, pairs: int = 1, base_env: dict | None = None,
-                 cand_env: dict | None = None, pin: bool = False) -> dict[str, Any]:
+                 cand_env: dict | None = None, pin: bool = False, hugepages: bool = False) -> dict[str, Any]:
     """Interleave base and candidate over every point of one workload, with `pairs` fresh pairs
     of worker processes in turn (`rounds` rounds each): {ready, rows, block, rounds, pairs, order}.
     Each point's samples are the rounds of every pair, in order. Workers load one at a time (see
     start_workers). `pin` (single-threaded workloads; `interleave.pin`, on by default): once
     loaded, both workers of a pair share one CPU, drawn per pair, so both sides see the same core
-    and its cache (they take turns, so sharing costs nothing)."""
+    and its cache (they take turns, so sharing costs nothing). `hugepages`: see worker_env."""
     import random
 
     rng = random.Random(seed)
+    base_env, cand_env = worker_env(base_env, hugepages), worker_env(cand_env, hugepages)
     done = [_one_pair(base_cmd, cand_cmd, spec_path, overrides, rounds, block, rng, base_env, cand_env,
                       pick_cpu(rng) if pin else None) for _ in range(pairs)]
     rows = {side: [_merge([d["rows"][side][i] for d in done]) for i in range(len(done[0]["rows"][side]))]
@@ -225,6 +226,20 @@ def _merge(rows: list[dict]) -> dict:
         out["tokens_per_s"] = rows[-1]["tokens_per_step"] / stats["latency_median_s"]
     mem = [r["peak_memory_bytes"] for r in rows if r.get("peak_memory_bytes")]
     out["peak_memory_bytes"] = max(mem) if mem else None
+    return out
+
+
+def worker_env(env: dict | None, hugepages: bool) -> dict | None:
+    """A worker's environment; with `hugepages`, glibc's malloc asks for transparent huge pages
+    (`glibc.malloc.hugetlb=1`, added to any GLIBC_TUNABLES already set; ignored off glibc).
+    Why: on 4 KiB pages about one worker in ten settled 13% slower for its whole life on the CI
+    machine, whichever code it ran (docs/ci.md); a slow worker is a false change to its pair."""
+    if not hugepages:
+        return env
+    out = dict(os.environ if env is None else env)
+    tunables = out.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" not in tunables:
+        out["GLIBC_TUNABLES"] = ":".join(t for t in (tunables, "glibc.malloc.hugetlb=1") if t)
     return out
 
 

@@ -9,7 +9,9 @@
     interleave: {rounds: 50, block: 5, pairs: 6}  # --interleave: rounds per pair of worker processes,
                                               # steps per side per round, fresh process pairs;
                                               # pin (default true): both workers of a pair
-                                              # on one CPU (single-threaded workloads)
+                                              # on one CPU (single-threaded workloads);
+                                              # hugepages (default true): workers' malloc on
+                                              # transparent huge pages
     alpha: 0.01                               # significance level
 
 Every problem is reported with the file, the field and what is allowed (exit 2), before anything
@@ -44,6 +46,10 @@ class Workload:
 ROUNDS, BLOCK, PAIRS = 50, 5, 6
 #: Pin both workers of a pair to one CPU once loaded (single-threaded workloads only).
 PIN = True
+#: Workers' glibc malloc asks for transparent huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1):
+#: on 4 KiB pages about one worker process in ten settled 13% slower for its whole life here
+#: (scripts/bench_gate.py --verbose, docs/ci.md); on huge pages none did.
+HUGEPAGES = True
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Suite:
     alpha: float = 0.01
     confirm: bool = True
     raw: dict = field(default_factory=dict)
+    hugepages: bool = HUGEPAGES
 
 
 def _yaml_value(v: Any) -> str:
@@ -83,7 +90,8 @@ def load_suite(path: str | Path, *, check_device: bool = True) -> Suite:
         problems.append((k, f"unknown field; allowed: {', '.join(_KEYS)}"))
     thresholds = _thresholds(data.get("thresholds"), problems)
     baseline = _mapping(data, "baseline", {"branch": str, "runs": int}, problems)
-    interleave = _mapping(data, "interleave", {"rounds": int, "block": int, "pairs": int, "pin": bool}, problems)
+    interleave = _mapping(data, "interleave", {"rounds": int, "block": int, "pairs": int, "pin": bool,
+                                                        "hugepages": bool}, problems)
     alpha = data.get("alpha", 0.01)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
         problems.append(("alpha", f"must be a number between 0 and 0.5, got {alpha!r}"))
@@ -106,7 +114,8 @@ def load_suite(path: str | Path, *, check_device: bool = True) -> Suite:
         raise SpecError(src, problems)
     name = data.get("name") or path.stem
     return Suite(path, str(name), workloads, thresholds, baseline.get("branch", "main"), runs, rounds,
-                 block, pairs, bool(interleave.get("pin", PIN)), float(alpha), confirm, data)
+                 block, pairs, bool(interleave.get("pin", PIN)), float(alpha), confirm, data,
+                 bool(interleave.get("hugepages", HUGEPAGES)))
 
 
 def _thresholds(raw: Any, problems: list) -> dict[str, float]:

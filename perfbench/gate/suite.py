@@ -41,8 +41,8 @@ class Workload:
 
 
 #: Interleaving defaults. Fresh worker pairs are what narrow the interval (two processes of the
-#: same code differ by 1-2% here, more than 50 rounds' own noise): a pair costs a process start
-#: (seconds), a round a few steps (milliseconds). Not yet measured in full (docs/ci.md, figure 2).
+#: same code differ by about 2% here, more than 50 rounds' own noise): a pair costs a process
+#: start (seconds), a round a few steps (milliseconds). Measured: docs/ci.md, figures 1 and 2.
 ROUNDS, BLOCK, PAIRS = 50, 5, 6
 #: Pin both workers of a pair to one CPU once loaded (single-threaded workloads only).
 PIN = True

@@ -3,23 +3,26 @@
 1. A/A false-positive rate: the tiny suite gated against itself, over >= 200 point comparisons,
    interleaved (the gate's `--interleave` workers) and from separate runs (history mode).
 2. Detection power: a real slowdown made by a spec change that costs time (a longer prompt:
-   seq_len 48 -> 50, 51), its true size the median ratio over the interleaved trials; for each
+   seq_len 48 -> 51), its true size the median ratio over the interleaved trials; for each
    size, the share of trials in which the gate (initial verdict + confirmation) fails.
 3. Change points: simulated histories of 60 runs with a 5% step, spikes and Gaussian noise; how
    often the step's run is named within +-1, and false steps per 100 runs.
 
 Every verdict goes through the gate's own code (perfbench.gate.stats / compare / changepoint) and
 every interleaved measurement through its workers (perfbench.gate.interleave), at the suite's
-interleaving defaults (gate.suite: pairs, rounds, block, pin). The figures in docs/ci.md:
+interleaving defaults (gate.suite: pairs, rounds, block, pin, hugepages). The figures in
+docs/ci.md (times on 2 cores, the first two run side by side under `taskset -c 1` / `-c 0`):
 
-    .venv/bin/python scripts/bench_gate.py --figure aa --aa-batches 1,2,3,4,5,6,7,8   # ~45 min
-    .venv/bin/python scripts/bench_gate.py --figure power --base-seq-len 48 --seq-lens 50,51 \
-        --trials 20 --no-separate --verbose                                           # ~80 min
+    .venv/bin/python scripts/bench_gate.py --figure aa --aa-batches 1,2,3,4,5,6,7,8 --verbose  # 66 min
+    .venv/bin/python scripts/bench_gate.py --figure power --base-seq-len 48 --seq-lens 51 \
+        --trials 20 --no-separate --verbose                                           # 54 min
     .venv/bin/python scripts/bench_gate.py --figure power --seq-lens 34,40,48,64 --no-interleaved \
         --trials-separate 15                                                          # ~3 min
     .venv/bin/python scripts/bench_gate.py --figure changepoints                      # ~1 min
 
-`--verbose` prints every worker pair's ratio (the outlier pairs the statistics set aside).
+`--verbose` prints every worker pair's ratio (the outlier pairs the statistics set aside); the
+figures' JSON and summary count pairs more than 4% and 8% from their measurement's median pair
+(`--no-hugepages` for the 4 KiB-page comparison in docs/ci.md).
 Results: results/bench_gate/<figure>.json and a Markdown summary on stdout.
 """
 
@@ -46,7 +49,8 @@ from perfbench.gate.suite import BLOCK, HUGEPAGES, PAIRS, ROUNDS, load_suite  # 
 SUITE = REPO / "workloads" / "suites" / "tiny-cpu.yaml"
 OUT = REPO / "results" / "bench_gate"
 CMD = [sys.executable, "-m", "perfbench"]
-WORKER_ENV: dict[str, str] = {}  # --worker-env KEY=VALUE: extra environment for every worker
+#: Every worker pair's ratio relative to its measurement's median pair (--verbose, figure JSON).
+PAIR_SPREAD: list[float] = []
 
 
 def load_avg() -> str:
@@ -61,8 +65,7 @@ class Pair:
     processes (a process start costs seconds here, a round milliseconds)."""
 
     def __init__(self, wl, base_set: list[str], cand_sets: list[list[str]], rng, block: int = 1, cpus=None,
-                 hugepages: bool = HUGEPAGES):
-        env = worker_env({**os.environ, **WORKER_ENV}, hugepages)
+                 env: dict | None = None):
         specs = [(CMD, wl.spec_path, wl.overrides + base_set, "base", env)]
         specs += [(CMD, wl.spec_path, wl.overrides + c, f"candidate {n}", env) for n, c in enumerate(cand_sets)]
         self.base, *self.cands = start_workers(specs, rng, cpus)  # as the gate starts them
@@ -92,33 +95,35 @@ def interleaved_once(wl, base_set, cand_sets, todo, args, rng) -> dict:
     point) in `todo` interleaved `args.rounds` rounds in each set, in a random order; rounds
     clustered by worker set in the statistics."""
     rounds: dict[tuple, tuple[list, list]] = {t: ([], []) for t in todo}
-    per_pair: dict[tuple, list[float]] = {t: [] for t in todo}
+    env = worker_env({**os.environ, **dict(args.worker_env)}, args.hugepages)
     for _ in range(args.pairs if todo else 0):
-        pair = Pair(wl, base_set, cand_sets, rng, args.block, pick_cpu(rng) if args.pin else None, args.hugepages)
+        pair = Pair(wl, base_set, cand_sets, rng, args.block, pick_cpu(rng) if args.pin else None, env)
         try:
             for cand, i in rng.sample(list(todo), len(todo)):
                 b, c = pair.trial(i, args.rounds, rng, cand)
                 rounds[(cand, i)][0].extend(b)
                 rounds[(cand, i)][1].extend(c)
-                per_pair[(cand, i)].append(_pair_ratio(b, c))
         finally:
             pair.close()
-    if args.verbose:
-        for t, rs in sorted(per_pair.items()):
-            print(f"    candidate {t[0]} point {t[1]}: per-pair ratios " + " ".join(f"{r:.3f}" for r in rs),
-                  file=sys.stderr, flush=True)
     out = {t: compare_groups(b, c, min_effect=args.min_effect, alpha=args.alpha, paired=True, clusters=args.pairs)
            for t, (b, c) in rounds.items()}
-    for t, c in out.items():
-        c.pair_ratios = per_pair[t]
+    for t, c in sorted(out.items()):
+        med = statistics.median(c.pair_ratios)
+        PAIR_SPREAD.extend(r / med for r in c.pair_ratios)
+        if args.verbose:
+            print(f"    candidate {t[0]} point {t[1]}: per-pair ratios " + " ".join(f"{r:.3f}" for r in c.pair_ratios),
+                  file=sys.stderr, flush=True)
     return out
 
 
-def _pair_ratio(base_rounds: list, cand_rounds: list) -> float:
-    """One worker pair's ratio: the median over its rounds of each round's ratio of medians."""
-    import math
-    return math.exp(statistics.median(math.log(statistics.median(c) / statistics.median(b))
-                                      for b, c in zip(base_rounds, cand_rounds)))
+def pair_spread_summary() -> dict:
+    """How far worker pairs sat from their measurement's median pair: the slow-for-life processes
+    that huge pages removed (docs/ci.md, Interleaved mode)."""
+    xs = PAIR_SPREAD
+    return {"pairs": len(xs), "off_by_more_than_4pct": sum(abs(x - 1) > 0.04 for x in xs),
+            "off_by_more_than_8pct": sum(abs(x - 1) > 0.08 for x in xs),
+            "sd": statistics.pstdev(xs) if len(xs) > 1 else None,
+            "range": [min(xs), max(xs)] if xs else None}
 
 
 def gate_verdicts(wl, base_set, cand_sets, todo, args, rng) -> list[dict]:
@@ -311,6 +316,13 @@ def _history(rng, sigma: float, k: int, step: float):
 
 # -- main ------------------------------------------------------------------------------------------
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or "\0" in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--figure", choices=("all", "aa", "power", "changepoints"), default="all")
@@ -336,12 +348,11 @@ def main() -> None:
     ap.add_argument("--cp-trials", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verbose", action="store_true", help="print every worker pair's ratio")
-    ap.add_argument("--no-hugepages", dest="hugepages", action="store_false",
+    ap.add_argument("--no-hugepages", dest="hugepages", action="store_false", default=HUGEPAGES,
                     help="workers on 4 KiB pages (interleave.hugepages: false)")
-    ap.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE", type=_key_value,
                     help="extra environment variable for every worker (repeatable)")
     args = ap.parse_args()
-    WORKER_ENV.update(kv.split("=", 1) for kv in args.worker_env)
     wl = load_suite(SUITE).workloads[0]
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {load_avg()} ({os.cpu_count()} cores)", file=sys.stderr, flush=True)
@@ -353,8 +364,12 @@ def main() -> None:
         wl.spec = wl.spec.model_copy(update={"batch_sizes": batches})
     if "aa" in todo:
         results["aa"] = {"interleaved": figure_aa_interleaved(args, wl), "history": figure_aa_history(args, wl)}
+        results["aa"]["interleaved"]["worker_pairs"] = pair_spread_summary()
+        PAIR_SPREAD.clear()
     if "power" in todo:
         results["power"] = figure_power(args, wl)
+        if args.interleaved:
+            results["power"]["worker_pairs"] = pair_spread_summary()
     if "changepoints" in todo:
         results["changepoints"] = figure_changepoints(args)
     for name, res in results.items():
@@ -386,6 +401,13 @@ def markdown(results: dict) -> str:
             lines.append(f"| {v['seq_len']} | {tru} | {det} | {sep_r} | {sep} |")
         lines.append(f"smallest slowdown detected in >= 95% of trials: interleaved "
                      f"{p.get('smallest_detected_95_interleaved_pct')}%, separate {p.get('smallest_detected_95_separate_pct')}%")
+    for name in ("aa", "power"):
+        wp = (results.get(name, {}).get("interleaved") if name == "aa" else results.get(name, {})) or {}
+        if wp.get("worker_pairs", {}).get("pairs"):
+            w = wp["worker_pairs"]
+            lines.append(f"{name}: worker pairs more than 8% from their measurement's median pair: "
+                         f"{w['off_by_more_than_8pct']} of {w['pairs']} (more than 4%: {w['off_by_more_than_4pct']}; "
+                         f"SD {w['sd']:.3f})")
     if "changepoints" in results:
         lines.append("Change points (60 runs, 5% step, 3% spikes):")
         for r in results["changepoints"]["noise"]:

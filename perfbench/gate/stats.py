@@ -57,6 +57,7 @@ class Comparison:
     test: str = "mann-whitney"
     mw_p_value: float | None = None  # Mann-Whitney U on the raw samples, whatever decided
     pairs_set_aside: list[float] | None = None  # interleaved: outlier worker pairs' ratios, left out
+    pair_ratios: list[float] | None = None  # interleaved: every worker pair's own ratio, in order
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -148,8 +149,9 @@ def compare_groups(base: Sequence[Sequence[float]], cand: Sequence[Sequence[floa
     ratio = mc / mb
     u = mannwhitneyu(c, b, alternative="two-sided")
     delta = 2 * float(u.statistic) / (len(b) * len(c)) - 1
+    per_pair, aside = None, []
     if paired and len(base) == len(cand) and len(base) >= 2:
-        ratio, (lo, hi), p, test, aside = _paired(base, cand, alpha, seed, clusters)
+        ratio, (lo, hi), p, test, per_pair, aside = _paired(base, cand, alpha, seed, clusters)
     else:
         lo, hi = bootstrap_ratio_ci(base, cand, confidence=1 - alpha, seed=seed)
         p, test = float(u.pvalue), "mann-whitney"
@@ -159,7 +161,8 @@ def compare_groups(base: Sequence[Sequence[float]], cand: Sequence[Sequence[floa
     out = Comparison(len(b), len(c), len(base), len(cand), mb, mc, ratio, lo, hi, (ratio - 1) * 100,
                      worse * 100, p, hodges_lehmann(b, c), delta, min_effect * 100, "", "", test, float(u.pvalue))
     out.verdict, out.reason = _verdict(out, alpha, min_effect)
-    if test == "wilcoxon-paired" and aside:
+    out.pair_ratios = per_pair
+    if aside:
         out.pairs_set_aside = aside
         out.reason += (f"; {len(aside)} of {clusters} worker pairs set aside as outliers (ratio "
                        + ", ".join(f"{r:.3f}" for r in aside) + ")")
@@ -172,13 +175,15 @@ def _paired(base, cand, alpha: float, seed: int, clusters: int = 1):
     rounds' log ratios (the paired counterpart of Mann-Whitney). The interval is a bootstrap over
     worker pairs, then rounds within each: two processes of the same code differ by a few percent
     (memory layout, placement), an effect that only fresh pairs of processes average out. Outlier
-    pairs (`outlier_pairs`) are left out of all three; their ratios are returned last."""
+    pairs (`outlier_pairs`) are left out of all three. Also returns every pair's ratio and the
+    ratios of those set aside."""
     import numpy as np
     from scipy.stats import wilcoxon
 
     d = np.log([np.median(c) / np.median(b) for b, c in zip(base, cand)])
     k = clusters if clusters > 1 and len(d) % clusters == 0 else 1
     per = len(d) // k
+    per_pair = [float(np.exp(v)) for v in np.median(d.reshape(k, per), axis=1)]
     aside = outlier_pairs(d.reshape(k, per))
     if aside:
         keep = [j for j in range(k) if j not in aside]
@@ -189,7 +194,7 @@ def _paired(base, cand, alpha: float, seed: int, clusters: int = 1):
     tail = alpha / 2 * 100
     lo, hi = np.exp(np.percentile(boots, [tail, 100 - tail]))
     p = 1.0 if not np.any(d) else float(wilcoxon(d).pvalue)
-    return (float(np.exp(np.median(d))), (float(lo), float(hi)), p, "wilcoxon-paired",
+    return (float(np.exp(np.median(d))), (float(lo), float(hi)), p, "wilcoxon-paired", per_pair,
             [float(np.exp(v)) for v in aside.values()])
 
 
@@ -205,7 +210,7 @@ def outlier_pairs(d_by_pair) -> dict[int, float]:
         return {}
     per_pair = np.median(d_by_pair, axis=1)
     dev = np.abs(per_pair - np.median(per_pair))
-    bound = max(OUTLIER_PAIR, OUTLIER_MADS * 1.4826 * float(np.median(dev)))
+    bound = max(OUTLIER_PAIR, OUTLIER_MADS * 1.4826 * float(np.median(dev)))  # 1.4826 MAD = 1 SD (normal)
     worst = [int(j) for j in np.argsort(-dev, kind="stable")[: k // 3]]
     return {j: float(per_pair[j]) for j in sorted(worst) if dev[j] > bound}
 

@@ -367,4 +367,4 @@ def _capture(prepared: PreparedPoint, timer, trace_dir: Path, run_id: str, label
         capture_trace(prepared.step, out, cuda=timer.device == "cuda")
     if prepared.reset:
         prepared.reset()
-    return str(out)
+    return str(out.resolve())  # absolute: later readers (trace run, roofline, dashboard) may run elsewhere

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -269,17 +270,18 @@ def test_usage_errors_exit_2_without_traceback():
         assert "Traceback" not in r.stderr
 
 
-def test_trace_capture_on_cpu(store_path):
+def test_trace_capture_on_cpu(store_path, monkeypatch):
     """measure.trace profiles one extra iteration: samples stay untouched, the trace says 'no GPU'."""
     from perfbench.trace import analyze
 
     spec = parse_spec(tiny_spec(batch_sizes=[2], measure={"repeats": 3, "trace": True}))
+    monkeypatch.chdir(store_path.parent)  # a relative trace dir is stored absolute: readers may run elsewhere
     with ResultsStore(store_path) as st:
-        res = run_spec(spec, st, trace_dir=store_path.parent / "traces")
+        res = run_spec(spec, st, trace_dir=Path("traces"))
         (p,) = st.get_run(res.run_id)["points"]
     assert p["n_samples"] == 3 and len(p["samples_s"]) == 3
     path = p["trace_path"]
-    assert path.endswith(".json.gz") and res.run_id in path
+    assert path.endswith(".json.gz") and res.run_id in path and Path(path).is_absolute()
     figs = analyze(path).figures
     assert figs.has_gpu is False and figs.bound is None and "GPU" in figs.note
     # The point keeps the trace's figures and the traced span against its own timed median.
@@ -386,15 +388,20 @@ def test_cuda_graph_mode_generate_matches_eager(store_path):
 
 @pytest.mark.slow
 def test_torch_compile_default_on_cpu(store_path):
-    """The compiled path really compiles (warm-up pays for it) and measures like eager."""
+    """The compiled path really compiles (dynamo captures graphs; warm-up pays for it) and measures."""
+    from torch._dynamo.utils import counters
+
+    graphs_before = counters["stats"]["unique_graphs"]
     _, run = _run(tiny_spec(batch_sizes=[1, 2], backend={"compile": "default"},
                             measure={"warmup": 2, "repeats": 3}), store_path)
     assert run["backend_info"]["compile"] == "default"
     for p in run["points"]:
         assert p["status"] == "ok", p["error"]
-    # The first point's warm-up includes compilation: far longer than its timed iterations.
+    assert counters["stats"]["unique_graphs"] > graphs_before
+    # The first point's warm-up includes compilation: longer than its timed iterations. (A margin
+    # of 20x failed under CPU contention, when the timed median itself swells.)
     first = run["points"][0]
-    assert first["warmup_s"] > 20 * first["latency_median_s"]
+    assert first["warmup_s"] > 2 * first["latency_median_s"]
 
 
 def test_local_weights_path_loads_real_weights(tmp_path, store_path):

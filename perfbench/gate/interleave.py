@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from perfbench.gate import NotMeasured
+from perfbench.gate.suite import HUGEPAGES, PIN
 
 PROTOCOL = 1
 LOAD_TIMEOUT_S = 900.0
@@ -195,7 +196,7 @@ class WorkerProcess:
 
 def measure_pair(base_cmd: list[str], cand_cmd: list[str], spec_path: Path, overrides: list[str], *,
                  rounds: int, block: int, seed: int, pairs: int = 1, base_env: dict | None = None,
-                 cand_env: dict | None = None, pin: bool = False, hugepages: bool = False) -> dict[str, Any]:
+                 cand_env: dict | None = None, pin: bool = PIN, hugepages: bool = HUGEPAGES) -> dict[str, Any]:
     """Interleave base and candidate over every point of one workload, with `pairs` fresh pairs
     of worker processes in turn (`rounds` rounds each): {ready, rows, block, rounds, pairs, order}.
     Each point's samples are the rounds of every pair, in order. Workers load one at a time (see

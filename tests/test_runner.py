@@ -270,12 +270,12 @@ def test_usage_errors_exit_2_without_traceback():
         assert "Traceback" not in r.stderr
 
 
-def test_trace_capture_on_cpu(store_path, monkeypatch):
+def test_trace_capture_on_cpu(store_path, tmp_path, monkeypatch):
     """measure.trace profiles one extra iteration: samples stay untouched, the trace says 'no GPU'."""
     from perfbench.trace import analyze
 
     spec = parse_spec(tiny_spec(batch_sizes=[2], measure={"repeats": 3, "trace": True}))
-    monkeypatch.chdir(store_path.parent)  # a relative trace dir is stored absolute: readers may run elsewhere
+    monkeypatch.chdir(tmp_path)  # a relative trace dir is stored absolute: readers may run elsewhere
     with ResultsStore(store_path) as st:
         res = run_spec(spec, st, trace_dir=Path("traces"))
         (p,) = st.get_run(res.run_id)["points"]

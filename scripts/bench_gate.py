@@ -11,11 +11,14 @@
 Every verdict goes through the gate's own code (perfbench.gate.stats / compare / changepoint) and
 every interleaved measurement through its workers (perfbench.gate.interleave), at the suite's
 interleaving defaults (gate.suite: pairs, rounds, block, pin, hugepages). The figures in
-docs/ci.md (times on 2 cores, the first two run side by side under `taskset -c 1` / `-c 0`):
+docs/ci.md (times on 2 cores; the A/A figure and the first power row ran side by side under
+`taskset -c 1` / `-c 0`, the other power rows alone on a quiet machine):
 
     .venv/bin/python scripts/bench_gate.py --figure aa --aa-batches 1,2,3,4,5,6,7,8 --verbose  # 66 min
     .venv/bin/python scripts/bench_gate.py --figure power --base-seq-len 48 --seq-lens 51 \
         --trials 20 --no-separate --verbose                                           # 54 min
+    .venv/bin/python scripts/bench_gate.py --figure power --base-seq-len 49 --seq-lens 51 \
+        --trials 20 --no-separate --verbose                                           # 49 min
     .venv/bin/python scripts/bench_gate.py --figure power --seq-lens 34,40,48,64 --no-interleaved \
         --trials-separate 15                                                          # ~3 min
     .venv/bin/python scripts/bench_gate.py --figure changepoints                      # ~1 min

@@ -3,8 +3,9 @@
 1. A/A false-positive rate: the tiny suite gated against itself, over >= 200 point comparisons,
    interleaved (the gate's `--interleave` workers) and from separate runs (history mode).
 2. Detection power: a real slowdown made by a spec change that costs time (a longer prompt:
-   seq_len 48 -> 51), its true size the median ratio over the interleaved trials; for each
-   size, the share of trials in which the gate (initial verdict + confirmation) fails.
+   batch 2, seq_len 98 -> 102, or batch 4, 48 -> 51), its true size the median ratio over the
+   interleaved trials; for each size, the share of trials in which the gate (initial verdict +
+   confirmation) fails.
 3. Change points: simulated histories of 60 runs with a 5% step, spikes and Gaussian noise; how
    often the step's run is named within +-1, and false steps per 100 runs.
 
@@ -19,6 +20,8 @@ docs/ci.md (times on 2 cores; the A/A figure and the first power row ran side by
         --trials 20 --no-separate --verbose                                           # 54 min
     .venv/bin/python scripts/bench_gate.py --figure power --base-seq-len 49 --seq-lens 51 \
         --trials 20 --no-separate --verbose                                           # 49 min
+    .venv/bin/python scripts/bench_gate.py --figure power --power-batch 2 --base-seq-len 98 \
+        --seq-lens 102 --trials 20 --no-separate --verbose                            # 53 min
     .venv/bin/python scripts/bench_gate.py --figure power --seq-lens 34,40,48,64 --no-interleaved \
         --trials-separate 15                                                          # ~3 min
     .venv/bin/python scripts/bench_gate.py --figure changepoints                      # ~1 min

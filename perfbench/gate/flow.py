@@ -216,6 +216,7 @@ def calibrate(suite: Suite, store_path: Path, *, rounds: int, interleave: bool, 
     floor is the largest change an A/A comparison could not rule out (the far end of its
     confidence interval), over every round: the gate's minimum effect never goes below it."""
     from perfbench.gate.compare import compare_runs
+    from perfbench.gate.stats import aa_far_end
     from perfbench.store import ResultsStore
 
     cmd = candidate_cmd or [sys.executable, "-m", "perfbench"]
@@ -239,7 +240,7 @@ def calibrate(suite: Suite, store_path: Path, *, rounds: int, interleave: bool, 
                                   alpha=suite.alpha, paired=interleave)
                 for row in df.to_dict("records"):
                     if row["ci_low"] is not None and row["ci_low"] == row["ci_low"]:
-                        far = max(abs(row["ci_low"] - 1), abs(row["ci_high"] - 1), abs(row["ratio"] - 1))
+                        far = aa_far_end(row["ratio"], row["ci_low"], row["ci_high"])
                         found.setdefault((row["point"], row["metric"]), []).append(far)
             mode = "interleaved" if interleave else "separate"
             for (pk, metric), fars in found.items():

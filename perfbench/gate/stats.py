@@ -248,6 +248,13 @@ def _verdict(cmp: Comparison, alpha: float, min_effect: float) -> tuple[str, str
     return "faster", f"{-cmp.worse_pct:.1f}% better (p = {cmp.p_value:.2g})"
 
 
+def aa_far_end(ratio: float, ci_low: float, ci_high: float) -> float:
+    """The largest change an A/A comparison could not rule out: the far end of its interval
+    (or the ratio itself, if further). `gate calibrate` stores the largest over its rounds as
+    the noise floor, below which the gate never reports a regression."""
+    return max(abs(ci_low - 1), abs(ci_high - 1), abs(ratio - 1))
+
+
 def prediction_floor(run_values: Sequence[float], confidence: float = 1 - ALPHA) -> float | None:
     """How far one new run may land from the mean of `run_values` by chance (fraction, two-sided
     prediction interval on log values). The history's own spread: None below 3 runs."""

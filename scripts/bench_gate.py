@@ -30,6 +30,7 @@ docs/ci.md (times on 2 cores; the A/A figure and the first power row ran side by
 figures' JSON and summary count pairs more than 4% and 8% from their measurement's median pair
 (`--no-hugepages` for the 4 KiB-page comparison in docs/ci.md).
 Results: results/bench_gate/<figure>.json and a Markdown summary on stdout.
+scripts/gate_power_model.py derives the power model and A/A interval far ends docs/ci.md quotes.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ Phi((size - min effect) / SD)^2 at the measured size and at +5% (a trial is caug
 of its measurements clear the minimum effect), the size where that model crosses 95%, and a 95%
 Clopper-Pearson interval on the measured detection rate.
 
-A/A figure (results/bench_gate/aa.json): how far each interleaved A/A comparison's interval
-reached (perfbench.gate.stats.aa_far_end, what `gate calibrate --interleave` stores as the noise
+A/A figure (results/bench_gate/aa.json): the interleaved false-positive rate's one-sided 95%
+upper bound (Clopper-Pearson), and how far each interleaved A/A comparison's interval reached (perfbench.gate.stats.aa_far_end, what `gate calibrate --interleave` stores as the noise
 floor), as median, 90th percentile and maximum.
 
     .venv/bin/python scripts/gate_power_model.py results/bench_gate/power.json results/bench_gate/aa.json
@@ -37,10 +37,6 @@ def _ratio(value, where: str) -> float:
             or not RATIO_RANGE[0] <= value <= RATIO_RANGE[1]:
         raise BadFile(f"{where}: expected a ratio between {RATIO_RANGE[0]:g} and {RATIO_RANGE[1]:g}, got {value!r:.40}")
     return float(value)
-
-
-def _phi(z: float) -> float:
-    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
 
 
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -83,7 +79,7 @@ def power_model(doc: dict, name: str) -> list[dict]:
         sd, size, floor = statistics.stdev(pts), (statistics.median(firsts) - 1) * 100, min_effect * 100
 
         def model(s: float) -> float:
-            return _phi((s - floor) / sd) ** 2 if sd > 0 else float(s > floor)
+            return float(norm.cdf((s - floor) / sd)) ** 2 if sd > 0 else float(s > floor)
 
         cross = floor + sd * float(norm.ppf(math.sqrt(0.95)))  # where Phi(z)^2 reaches 0.95
         out.append({"seq_len": seq_len, "trials": len(trials), "detected": caught,
@@ -106,7 +102,12 @@ def aa_floor(doc: dict, name: str) -> dict:
         fars.append(aa_far_end(_ratio(r.get("ratio"), f"{where}.ratio"), _ratio(ci[0], f"{where}.ci[0]"),
                                _ratio(ci[1], f"{where}.ci[1]")) * 100)
     fars.sort()
-    return {"comparisons": len(fars), "far_end_median_pct": statistics.median(fars),
+    from scipy.stats import beta
+
+    confirmed = sum(bool(r.get("confirmed")) for r in rows)
+    upper = 1.0 if confirmed == len(rows) else float(beta.ppf(0.95, confirmed + 1, len(rows) - confirmed))
+    return {"comparisons": len(fars), "confirmed": confirmed, "false_positive_upper95": upper,
+            "far_end_median_pct": statistics.median(fars),
             "far_end_p90_pct": fars[int(0.9 * (len(fars) - 1))], "far_end_max_pct": fars[-1]}
 
 
@@ -133,7 +134,8 @@ def report(path: Path) -> list[str]:
                 for m in power_model(doc, name)]
     if "interleaved" in doc:
         a = aa_floor(doc, name)
-        return [f"{name}: interleaved A/A interval far end over {a['comparisons']} comparisons: median "
+        return [f"{name}: interleaved A/A: {a['confirmed']}/{a['comparisons']} confirmed regressions (one-sided 95% "
+                f"upper bound {a['false_positive_upper95']:.2%}); interval far end: median "
                 f"{a['far_end_median_pct']:.2f}%, p90 {a['far_end_p90_pct']:.2f}%, max {a['far_end_max_pct']:.2f}%"]
     raise BadFile(f"{name}: neither a power figure (variants) nor an A/A figure (interleaved)")
 

@@ -33,6 +33,7 @@ def test_power_model_and_aa_far_end(tmp_path):
     # size = median first = +4%; power = Phi((4 - 3) / 1.225)^2 = 0.793^2; 95% at 3 + 1.225 * 1.955
     assert "size +4.00%, detected 2/3" in lines[0] and "SD 1.225 pts" in lines[0], lines[0]
     assert "model: 62.9% at this size" in lines[0] and "95% at +5.39%" in lines[0], lines[0]
+    assert "0/3 confirmed regressions (one-sided 95% upper bound 63.16%)" in lines[1], lines[1]
     assert "median 3.00%, p90 3.00%, max 5.00%" in lines[1], lines[1]
 
 
